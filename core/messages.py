@@ -1,0 +1,108 @@
+"""Events and messages that cross process boundaries, and their one wire codec.
+
+The JSON layout of each message is described by a versioned JSON Schema in ``schemas/``;
+``tests/unit/test_schemas.py`` checks that what this module writes validates against it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ClapRecorded:
+    """A reader clapped ``count`` times for ``article``; what the gateway writes to the clap log.
+
+    ``clap_id`` is chosen by the client and is unique per clap batch: it is the idempotency key.
+    ``user`` is the server-verified identity of the sender, never taken from the client's message.
+    """
+
+    article: str
+    user: str
+    count: int
+    clap_id: str
+    at_ms: int
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "v": SCHEMA_VERSION,
+                "type": "clap",
+                "article": self.article,
+                "user": self.user,
+                "count": self.count,
+                "id": self.clap_id,
+                "at": self.at_ms,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> ClapRecorded:
+        doc = orjson.loads(raw)
+        return cls(
+            article=doc["article"],
+            user=doc["user"],
+            count=int(doc["count"]),
+            clap_id=doc["id"],
+            at_ms=int(doc["at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CountChanged:
+    """The absolute clap total of an article at a position; what the fan-out topic carries.
+
+    ``(epoch, seq)`` orders totals of one article: ``seq`` grows with every emission and ``epoch``
+    grows when counts are rebuilt from the log. Totals are absolute, so a gap in ``seq`` loses
+    nothing: the next message carries everything. ``delta`` is what this window added, and
+    ``at_ms`` is when the newest clap in it reached the gateway (for latency measurement).
+    """
+
+    article: str
+    total: int
+    delta: int
+    seq: int
+    epoch: int
+    at_ms: int
+
+    def position(self) -> tuple[int, int]:
+        return (self.epoch, self.seq)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": SCHEMA_VERSION,
+            "type": "count",
+            "article": self.article,
+            "total": self.total,
+            "delta": self.delta,
+            "seq": self.seq,
+            "epoch": self.epoch,
+            "at": self.at_ms,
+        }
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> CountChanged:
+        doc = orjson.loads(raw)
+        return cls(
+            article=doc["article"],
+            total=int(doc["total"]),
+            delta=int(doc.get("delta", 0)),
+            seq=int(doc["seq"]),
+            epoch=int(doc.get("epoch", 0)),
+            at_ms=int(doc.get("at", 0)),
+        )
+
+
+def is_newer(candidate: tuple[int, int], seen: tuple[int, int] | None) -> bool:
+    """Whether a total at position ``candidate`` should replace one at ``seen``.
+
+    Readers, rooms and stores all keep the highest position they have seen and never move back.
+    """
+    return seen is None or candidate > seen

@@ -1,0 +1,49 @@
+"""Which log partition an article, or a state key that starts with an article id, belongs to.
+
+Kafka's default partitioner hashes the whole key with murmur2. State keys such as
+``article:user`` must land in the same partition as the article's claps, so the processor and
+the gateways hash only the part before the separator; for a bare article id this is exactly the
+default partitioner, so other Kafka clients agree on where an article lives.
+"""
+from __future__ import annotations
+
+from core.processing import KEY_SEPARATOR
+
+_SEPARATOR = KEY_SEPARATOR.encode()
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash (the Java client's ``Utils.murmur2``), as a signed 32-bit int."""
+    length = len(data)
+    seed = 0x9747B28C
+    m = 0x5BD1E995
+    r = 24
+    h = (seed ^ length) & 0xFFFFFFFF
+    length4 = length // 4
+    for i in range(length4):
+        i4 = i * 4
+        k = (data[i4] & 0xFF) + ((data[i4 + 1] & 0xFF) << 8) + ((data[i4 + 2] & 0xFF) << 16) + ((data[i4 + 3] & 0xFF) << 24)
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = (h * m) & 0xFFFFFFFF
+        h ^= k
+    extra = length % 4
+    index = length & ~3
+    if extra >= 3:
+        h ^= (data[index + 2] & 0xFF) << 16
+    if extra >= 2:
+        h ^= (data[index + 1] & 0xFF) << 8
+    if extra >= 1:
+        h ^= data[index] & 0xFF
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h - 0x100000000 if h & 0x80000000 else h
+
+
+def partition_for_key(key: bytes, partitions: int) -> int:
+    """The partition of a key: the murmur2 of its article part, positive, modulo ``partitions``."""
+    article = key.split(_SEPARATOR, 1)[0]
+    return (murmur2(article) & 0x7FFFFFFF) % partitions

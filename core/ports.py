@@ -1,0 +1,45 @@
+"""The three ports between the gateway, the processor and the store.
+
+Each has an embedded adapter (one process, no servers) and a distributed one (Kafka, Faust,
+Cassandra). ``tests/contract/`` runs one suite per port against both.
+"""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from core.messages import ClapRecorded, CountChanged
+
+
+class ClapLog(Protocol):
+    """The durable, replayable log of clap events, keyed by article."""
+
+    async def append(self, clap: ClapRecorded) -> None:
+        """Return only once the event is durable; raise if it could not be made so."""
+
+    async def close(self) -> None: ...
+
+
+class CountFeed(Protocol):
+    """The fan-out of numbered totals from the processor to every gateway."""
+
+    async def publish(self, updates: Sequence[CountChanged]) -> None: ...
+
+    async def subscribe(self) -> AsyncIterator[CountChanged]:
+        """Totals published after this returns, in order per article."""
+
+    async def close(self) -> None: ...
+
+
+class CounterStore(Protocol):
+    """Durable absolute totals per article; the source of the count a page shows at load.
+
+    ``write`` keeps, per article, the total at the highest ``(epoch, seq)`` it has been given:
+    writing an older or equal position again changes nothing, so replays and retries are safe.
+    """
+
+    async def write(self, totals: Sequence[CountChanged]) -> None: ...
+
+    async def read(self, article: str) -> CountChanged | None: ...
+
+    async def close(self) -> None: ...

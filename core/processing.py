@@ -1,0 +1,70 @@
+"""The clap processor's rules in one place: apply claps, coalesce per window, number the totals.
+
+State lives in two mappings handed in by the adapter: Faust tables in the distributed mode,
+SQLite-backed dicts in the embedded one. Keys are plain strings so both can store them.
+"""
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import replace
+
+from core.ledger import ArticleTally, UserClaps, apply_clap
+from core.messages import ClapRecorded, CountChanged
+from core.window import WindowCoalescer
+
+KEY_SEPARATOR = ":"
+
+
+def user_key(article: str, user: str) -> str:
+    """The state key of one user's claps on one article.
+
+    It starts with the article id so that a partitioner hashing the part before the separator
+    puts it in the same partition as the article's claps (see ``core.partitioning``).
+    """
+    return f"{article}{KEY_SEPARATOR}{user}"
+
+
+class ClapProcessor:
+    """Applies clap events to the state and emits numbered totals once per window."""
+
+    def __init__(
+        self,
+        users: MutableMapping[str, UserClaps],
+        articles: MutableMapping[str, ArticleTally],
+        *,
+        window_ms: int,
+        epoch: int,
+    ) -> None:
+        self.users = users
+        self.articles = articles
+        self.epoch = epoch
+        self.windows = WindowCoalescer(window_ms)
+
+    def apply(self, clap: ClapRecorded, offset: int, now_ms: int) -> int:
+        """Apply one event read at ``offset`` of its article's partition; returns what it counted."""
+        key = user_key(clap.article, clap.user)
+        user = self.users.get(key) or UserClaps()
+        article = self.articles.get(clap.article) or ArticleTally()
+        applied = apply_clap(user, article, clap.clap_id, clap.count, offset)
+        if applied.user is not user:
+            self.users[key] = applied.user
+        if applied.article is not article:
+            self.articles[clap.article] = applied.article
+        if applied.counted or applied.replayed:
+            self.windows.add(clap.article, applied.counted, clap.at_ms, now_ms)
+        return applied.counted
+
+    def flush(self, now_ms: int, *, force: bool = False) -> list[CountChanged]:
+        """Number and return one total for every article whose window is due."""
+        updates = []
+        for article_id, delta, newest_at_ms in self.windows.due(now_ms, force=force):
+            tally = self.articles.get(article_id) or ArticleTally()
+            tally = replace(tally, seq=tally.seq + 1)
+            self.articles[article_id] = tally
+            updates.append(
+                CountChanged(article_id, tally.total, delta, tally.seq, self.epoch, newest_at_ms)
+            )
+        return updates
+
+    def next_due_ms(self) -> int | None:
+        return self.windows.next_due_ms()

@@ -1,0 +1,48 @@
+"""The embedded count feed: in-process, conflating, so a slow subscriber holds one total per article."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+from core.messages import CountChanged, is_newer
+
+
+class _Mailbox:
+    def __init__(self) -> None:
+        self.latest: dict[str, CountChanged] = {}
+        self.ready = asyncio.Event()
+
+    def put(self, update: CountChanged) -> None:
+        held = self.latest.get(update.article)
+        if held is None or is_newer(update.position(), held.position()):
+            self.latest[update.article] = update
+            self.ready.set()
+
+
+class InMemoryCountFeed:
+    def __init__(self) -> None:
+        self._mailboxes: set[_Mailbox] = set()
+
+    async def publish(self, updates: Sequence[CountChanged]) -> None:
+        for mailbox in self._mailboxes:
+            for update in updates:
+                mailbox.put(update)
+
+    async def subscribe(self) -> AsyncIterator[CountChanged]:
+        mailbox = _Mailbox()
+        self._mailboxes.add(mailbox)
+        return self._drain(mailbox)
+
+    async def _drain(self, mailbox: _Mailbox) -> AsyncIterator[CountChanged]:
+        try:
+            while True:
+                await mailbox.ready.wait()
+                mailbox.ready.clear()
+                batch, mailbox.latest = mailbox.latest, {}
+                for update in batch.values():
+                    yield update
+        finally:
+            self._mailboxes.discard(mailbox)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,100 @@
+"""The embedded processing loop: the same ``core.processing`` rules as the Faust agent.
+
+Every window it applies what the log holds past the last applied offset, closes the windows,
+and commits state, applied offset and totals in one SQLite transaction before announcing the
+totals: a total a reader has seen can never vanish in a crash, and a crash between commits
+only means the same events are applied again from the last committed offset.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from core.ledger import ArticleTally, UserClaps
+from core.ports import CountFeed
+from core.processing import ClapProcessor
+from embedded.file_log import FileClapLog
+from embedded.sqlite_store import SqliteCounterStore
+
+log = logging.getLogger("embedded.processor")
+
+V = TypeVar("V")
+
+
+class _Tracked(dict[str, V], Generic[V]):
+    """A dict that remembers which keys changed since the last ``take_changes``."""
+
+    def __init__(self, initial: dict[str, V]) -> None:
+        super().__init__(initial)
+        self.changed: set[str] = set()
+
+    def __setitem__(self, key: str, value: V) -> None:
+        super().__setitem__(key, value)
+        self.changed.add(key)
+
+    def take_changes(self) -> dict[str, V]:
+        changes = {key: self[key] for key in self.changed}
+        self.changed = set()
+        return changes
+
+
+class EmbeddedProcessor:
+    def __init__(
+        self,
+        clap_log: FileClapLog,
+        store: SqliteCounterStore,
+        feed: CountFeed,
+        *,
+        window_ms: int,
+        epoch: int,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        max_batch: int = 20_000,
+    ) -> None:
+        self.clap_log = clap_log
+        self.store = store
+        self.feed = feed
+        self.window_ms = window_ms
+        self.epoch = epoch
+        self.clock_ms = clock_ms
+        self.max_batch = max_batch
+        self.applied_offset = -1
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        users, tallies, self.applied_offset = self.store.load_state()
+        tracked_users, tracked_tallies = _Tracked(users), _Tracked(tallies)
+        core = ClapProcessor(tracked_users, tracked_tallies, window_ms=self.window_ms, epoch=self.epoch)
+        log.info("embedded processor resuming after log offset %d", self.applied_offset)
+        inbox: asyncio.Queue[tuple[int, object]] = asyncio.Queue(maxsize=self.max_batch)
+        reader = asyncio.create_task(self._read_log(inbox), name="log-reader")
+        self.ready.set()
+        try:
+            while True:
+                await asyncio.sleep(self.window_ms / 1000)
+                if reader.done():
+                    reader.result()  # re-raise what stopped it
+                applied = self.applied_offset
+                now = self.clock_ms()
+                while not inbox.empty():
+                    offset, clap = inbox.get_nowait()
+                    core.apply(clap, offset, now)
+                    applied = offset
+                if applied == self.applied_offset:
+                    continue
+                totals = core.flush(now, force=True)
+                await self.store.commit(
+                    tracked_users.take_changes(), tracked_tallies.take_changes(), applied, totals
+                )
+                self.applied_offset = applied
+                await self.feed.publish(totals)
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+    async def _read_log(self, inbox: asyncio.Queue) -> None:
+        # A bounded queue: when the processor falls behind, reading the log waits for it.
+        async for offset, clap in self.clap_log.read(self.applied_offset + 1, follow=True):
+            await inbox.put((offset, clap))

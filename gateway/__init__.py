@@ -1,0 +1,1 @@
+"""The websocket gateway: reader pages, the websocket endpoint, the REST API and health."""

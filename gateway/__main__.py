@@ -1,0 +1,87 @@
+"""python -m gateway: the composition root. CLAP_MODE picks the adapters; embedded is the default.
+
+- embedded: the gateway, the processing loop and the projection in this one process, over a
+  durable on-disk clap log and SQLite (no servers to install).
+- distributed: this process is one gateway among many, over Kafka and Cassandra; the Faust
+  processor and the projector run as their own processes.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from gateway.config import GatewayConfig
+from gateway.server import Gateway
+
+log = logging.getLogger("gateway")
+
+
+async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
+    async with AsyncExitStack() as stack:
+        background: list[asyncio.Task] = []
+        if config.mode == "embedded":
+            from embedded.feed import InMemoryCountFeed
+            from embedded.file_log import FileClapLog
+            from embedded.processor import EmbeddedProcessor
+            from embedded.sqlite_store import SqliteCounterStore
+
+            data = Path(config.data_dir)
+            clap_log = FileClapLog(data / "claps.log")
+            store = SqliteCounterStore(data / "counts.sqlite3")
+            feed = InMemoryCountFeed()
+            stack.push_async_callback(clap_log.close)
+            stack.push_async_callback(store.close)
+            processor = EmbeddedProcessor(clap_log, store, feed, window_ms=config.window_ms, epoch=config.epoch)
+            background.append(asyncio.create_task(processor.run(), name="embedded-processor"))
+            await processor.ready.wait()
+        elif config.mode == "distributed":
+            from gateway.kafka_adapters import KafkaClapLog, KafkaCountFeed
+            from projector.cassandra_store import CassandraCounterStore
+
+            clap_log = KafkaClapLog(config.kafka_bootstrap, config.clap_topic)
+            await clap_log.start()
+            stack.push_async_callback(clap_log.close)
+            store = CassandraCounterStore(config.cassandra_hosts, config.cassandra_port, config.cassandra_keyspace)
+            await store.start()
+            stack.push_async_callback(store.close)
+            feed = KafkaCountFeed(config.kafka_bootstrap, config.counts_topic)
+            stack.push_async_callback(feed.close)
+        else:
+            raise SystemExit(f"CLAP_MODE must be embedded or distributed, not {config.mode!r}")
+
+        gateway = Gateway(config, clap_log, store, feed)
+        await gateway.start()
+        stack.push_async_callback(gateway.stop)
+        print(f"clap service ({config.mode}) ready at http://{config.host}:{gateway.port}/", flush=True)
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([waiter, *background], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not waiter and task.exception():
+                log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        waiter.cancel()
+    log.info("stopped cleanly")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    config = GatewayConfig.from_env()
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run(config, stop)
+
+    asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Kafka adapters of the clap log and the count feed (aiokafka)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from core.messages import ClapRecorded, CountChanged
+from core.partitioning import partition_for_key
+
+log = logging.getLogger(__name__)
+
+
+def article_partitioner(key: bytes, all_partitions: list[int], available: list[int]) -> int:
+    """aiokafka partitioner: the processor's, so state keys and claps share a partition."""
+    return all_partitions[partition_for_key(key, len(all_partitions))]
+
+
+class KafkaClapLog:
+    """Appends clap events to the clap topic, keyed by article, acked by all in-sync replicas."""
+
+    def __init__(self, bootstrap: str, topic: str, *, linger_ms: int = 2) -> None:
+        self.topic = topic
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            enable_idempotence=True,  # a producer retry never writes a clap twice
+            linger_ms=linger_ms,  # batch concurrent claps into one request
+            partitioner=article_partitioner,
+            request_timeout_ms=10_000,
+        )
+        self._started = False
+
+    async def start(self) -> None:
+        await self._producer.start()
+        self._started = True
+
+    async def append(self, clap: ClapRecorded) -> None:
+        await (await self._producer.send(self.topic, clap.to_json(), key=clap.article.encode()))
+
+    async def close(self) -> None:
+        if self._started:
+            await self._producer.stop()
+
+
+class KafkaCountFeed:
+    """The fan-out topic. Every gateway reads all of it, from its end, with no consumer group:
+    a gateway that restarts needs only totals from now on, since joins read the store."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self._producer: AIOKafkaProducer | None = None
+        self._consumers: list[AIOKafkaConsumer] = []
+
+    async def publish(self, updates: Sequence[CountChanged]) -> None:
+        if self._producer is None:
+            self._producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, partitioner=article_partitioner
+            )
+            await self._producer.start()
+        sent = [await self._producer.send(self.topic, u.to_json(), key=u.article.encode()) for u in updates]
+        await asyncio.gather(*sent)
+
+    async def subscribe(self) -> AsyncIterator[CountChanged]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            client_id=f"gateway-feed-{uuid.uuid4().hex[:8]}",
+            fetch_max_wait_ms=20,  # latency over batching: readers are waiting
+        )
+        await consumer.start()
+        partitions = await _wait_for_partitions(consumer, self.topic)
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            await consumer.position(tp)  # pin "the end" now, so nothing published after this is missed
+        self._consumers.append(consumer)
+        return self._drain(consumer)
+
+    async def _drain(self, consumer: AIOKafkaConsumer) -> AsyncIterator[CountChanged]:
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+                for records in batches.values():
+                    for record in records:
+                        try:
+                            yield CountChanged.from_json(record.value)
+                        except (ValueError, KeyError, TypeError):
+                            log.warning("skipping malformed count message at %s:%d", record.topic, record.offset)
+        finally:
+            await consumer.stop()
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+        for consumer in self._consumers:
+            await consumer.stop()
+
+
+async def _wait_for_partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 30) -> list[TopicPartition]:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            return [TopicPartition(topic, p) for p in sorted(partitions)]
+        if asyncio.get_running_loop().time() > deadline:
+            raise RuntimeError(f"topic {topic!r} does not exist; create it first (make up does)")
+        await consumer.topics()  # refreshes cluster metadata
+        await asyncio.sleep(0.2)

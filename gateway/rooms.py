@@ -1,0 +1,166 @@
+"""Rooms: the readers of each article on this gateway, and the fan-out of totals to them.
+
+A total is encoded and framed once per article and the same bytes are written to every reader's
+socket: no per-reader encoding. A reader whose socket is not draining keeps only the newest
+frame per article (conflation), so a slow reader costs a bounded amount of memory and never
+delays the others.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from websockets.frames import Frame, Opcode
+
+from core.messages import CountChanged, is_newer
+
+log = logging.getLogger(__name__)
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A complete unmasked websocket text frame, as a server sends it (RFC 6455 §5.2)."""
+    return Frame(Opcode.TEXT, payload).serialize(mask=False)
+
+
+class Transport(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    def get_write_buffer_size(self) -> int: ...
+
+    def is_closing(self) -> bool: ...
+
+
+class Reader:
+    """One websocket connection as the fan-out sees it."""
+
+    __slots__ = ("transport", "articles", "pending", "__weakref__")
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.articles: set[str] = set()
+        self.pending: dict[str, bytes] | None = None
+
+
+class Room:
+    __slots__ = ("readers", "latest", "frame")
+
+    def __init__(self) -> None:
+        self.readers: set[Reader] = set()
+        self.latest: CountChanged | None = None
+        self.frame: bytes = b""
+
+
+class RoomRegistry:
+    """Article id -> room, with conflated delivery to readers that fall behind."""
+
+    def __init__(
+        self,
+        *,
+        write_buffer_high: int = 64 * 1024,
+        encode: Callable[[CountChanged], bytes] | None = None,
+    ) -> None:
+        self.rooms: dict[str, Room] = {}
+        self.write_buffer_high = write_buffer_high
+        self._encode = encode or (lambda update: update.to_json())
+        self._backlogged: set[Reader] = set()
+        self.frames_written = 0
+        self.frames_conflated = 0
+
+    def join(self, reader: Reader, article: str) -> Room:
+        room = self.rooms.get(article)
+        if room is None:
+            room = self.rooms[article] = Room()
+        room.readers.add(reader)
+        reader.articles.add(article)
+        if room.latest is not None:
+            self._deliver(reader, article, room.frame)
+        return room
+
+    def leave(self, reader: Reader, article: str) -> None:
+        reader.articles.discard(article)
+        if reader.pending:
+            reader.pending.pop(article, None)
+        room = self.rooms.get(article)
+        if room is None:
+            return
+        room.readers.discard(reader)
+        if not room.readers:
+            del self.rooms[article]
+
+    def drop(self, reader: Reader) -> None:
+        """Forget a reader whose connection has closed."""
+        for article in list(reader.articles):
+            self.leave(reader, article)
+        self._backlogged.discard(reader)
+
+    def publish(self, update: CountChanged) -> int:
+        """Send ``update`` to the readers of its article if it is newer than what they have.
+
+        Returns how many readers it reached (written or queued). Updates for articles without a
+        reader here are dropped: this gateway has nobody to tell.
+        """
+        room = self.rooms.get(update.article)
+        if room is None:
+            return 0
+        if room.latest is not None and not is_newer(update.position(), room.latest.position()):
+            return 0
+        room.latest = update
+        room.frame = frame = text_frame(self._encode(update))
+        high = self.write_buffer_high
+        written = 0
+        # The hot loop of the whole service: keep it to a size check and a write per reader.
+        for reader in room.readers:
+            transport = reader.transport
+            if reader.pending is None and transport.get_write_buffer_size() < high:
+                transport.write(frame)
+                written += 1
+            else:
+                self._hold(reader, update.article, frame)
+        self.frames_written += written
+        return len(room.readers)
+
+    def _deliver(self, reader: Reader, article: str, frame: bytes) -> None:
+        if reader.pending is None and reader.transport.get_write_buffer_size() < self.write_buffer_high:
+            reader.transport.write(frame)
+            self.frames_written += 1
+        else:
+            self._hold(reader, article, frame)
+
+    def _hold(self, reader: Reader, article: str, frame: bytes) -> None:
+        if reader.transport.is_closing():
+            return
+        if reader.pending is None:
+            reader.pending = {}
+            self._backlogged.add(reader)
+        elif article in reader.pending:
+            self.frames_conflated += 1
+        reader.pending[article] = frame
+
+    def flush_backlog(self) -> int:
+        """Write held frames to readers whose sockets have drained; returns how many still wait."""
+        for reader in list(self._backlogged):
+            if reader.transport.is_closing():
+                self._backlogged.discard(reader)
+                reader.pending = None
+                continue
+            if reader.transport.get_write_buffer_size() >= self.write_buffer_high // 2:
+                continue
+            pending, reader.pending = reader.pending or {}, None
+            self._backlogged.discard(reader)
+            for frame in pending.values():
+                reader.transport.write(frame)
+                self.frames_written += 1
+        return len(self._backlogged)
+
+    async def run_backlog_flusher(self, interval_s: float = 0.02) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            self.flush_backlog()
+
+    def reader_count(self) -> int:
+        return sum(len(room.readers) for room in self.rooms.values())
+
+    def articles(self) -> Iterable[str]:
+        return self.rooms.keys()

@@ -1,0 +1,276 @@
+"""The gateway: websocket readers, claps into the log, totals out to the right rooms.
+
+Rules live in ``core``; this module only moves bytes between sockets and the three ports.
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from core.identity import issue_token, verify_token
+from core.messages import ClapRecorded, CountChanged
+from core.ports import ClapLog, CounterStore, CountFeed
+from core.ratelimit import TokenBucket
+from core.validation import Clap, Join, Leave, Refused, is_valid_id, parse_client_message
+from gateway import articles, pages
+from gateway.config import GatewayConfig
+from gateway.http import cookie, html_response, json_error, json_response, respond, split_path
+from gateway.rooms import Reader, RoomRegistry
+
+log = logging.getLogger("gateway")
+
+TOKEN_COOKIE = "clap_token"
+_CLAPS_PATH = re.compile(r"^/api/articles/([^/]+)/claps$")
+_ARTICLE_PAGE = re.compile(r"^/articles/([^/]+)$")
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
+
+
+def zero_total(article: str) -> CountChanged:
+    """What an article that nobody has clapped for looks like: below every real position."""
+    return CountChanged(article, 0, 0, 0, 0, 0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.connections = Gauge("gateway_connections", "Open websocket connections", registry=self.registry)
+        self.rooms = Gauge("gateway_rooms", "Articles with at least one reader here", registry=self.registry)
+        self.claps_acked = Counter("gateway_claps_acked", "Clap batches durably logged", registry=self.registry)
+        self.claps_refused = Counter(
+            "gateway_claps_refused", "Client messages refused", ["code"], registry=self.registry
+        )
+        self.updates_in = Counter("gateway_updates_received", "Totals received from the feed", registry=self.registry)
+        self.frames_out = Gauge("gateway_frames_written", "Count frames written to readers", registry=self.registry)
+        self.refused_connections = Counter(
+            "gateway_connections_refused", "Connections refused at capacity", registry=self.registry
+        )
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        clap_log: ClapLog,
+        store: CounterStore,
+        feed: CountFeed,
+        *,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.config = config
+        self.clap_log = clap_log
+        self.store = store
+        self.feed = feed
+        self.clock_ms = clock_ms
+        self.rooms = RoomRegistry(write_buffer_high=config.write_buffer_high)
+        self.metrics = Metrics()
+        self.connections = 0
+        self._loading: dict[str, asyncio.Task[None]] = {}
+        self._server: Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        updates = await self.feed.subscribe()
+        self._tasks.append(asyncio.create_task(self._consume_feed(updates), name="feed"))
+        self._tasks.append(asyncio.create_task(self.rooms.run_backlog_flusher(), name="backlog"))
+        self._server = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            process_request=self._route,
+            compression=None,  # frames are built once and shared; per-socket deflate would undo that
+            max_size=4096,
+            max_queue=16,
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=2,
+        )
+        log.info("gateway %s listening on http://%s:%d (%s mode)", self.config.name, self.config.host, self.port, self.config.mode)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _consume_feed(self, updates: AsyncIterator[CountChanged]) -> None:
+        async for update in updates:
+            self.metrics.updates_in.inc()
+            self.rooms.publish(update)
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    async def _route(self, connection: ServerConnection, request: Request) -> Response | None:
+        path, query = split_path(request)
+        method = request.method
+        if path == "/ws":
+            if self.connections >= self.config.max_connections:
+                self.metrics.refused_connections.inc()
+                log.warning("refusing websocket: at capacity (%d connections)", self.connections)
+                return json_error(503, "at_capacity", "this gateway holds its maximum of connections; retry another")
+            return None
+        if method == "POST" and path == "/api/session":
+            user, token = self.new_identity()
+            return json_response(200, {"user": user, "token": token}, [self._cookie_header(token)])
+        if method != "GET":
+            return json_error(405, "method_not_allowed", f"{method} is not supported on {path}")
+        if path == "/api/articles":
+            return json_response(200, [{"id": a.id, "title": a.title} for a in articles.SEEDED])
+        if match := _CLAPS_PATH.match(path):
+            article = match.group(1)
+            if not is_valid_id(article):
+                return json_error(400, "bad_request", "article must match [A-Za-z0-9_-]{1,64}")
+            total = await self.read_total(article)
+            return json_response(200, {"article": article, "total": total.total, "seq": total.seq, "epoch": total.epoch})
+        if path == "/healthz":
+            return json_response(
+                200,
+                {"status": "ok", "gateway": self.config.name, "mode": self.config.mode,
+                 "connections": self.connections, "rooms": len(self.rooms.rooms)},
+            )
+        if path == "/metrics":
+            self.metrics.connections.set(self.connections)
+            self.metrics.rooms.set(len(self.rooms.rooms))
+            self.metrics.frames_out.set(self.rooms.frames_written)
+            return respond(200, generate_latest(self.metrics.registry), "text/plain; version=0.0.4")
+        if path == "/":
+            return html_response(pages.index_page(articles.SEEDED))
+        if match := _ARTICLE_PAGE.match(path):
+            return await self._article_page(request, match.group(1))
+        if path.startswith("/static/"):
+            return self._static(path.removeprefix("/static/"))
+        return json_error(404, "not_found", f"nothing at {path}")
+
+    async def _article_page(self, request: Request, article_id: str) -> Response:
+        article = articles.BY_ID.get(article_id)
+        if article is None:
+            return json_error(404, "not_found", f"no article {article_id!r}")
+        total = await self.read_total(article_id)
+        headers = []
+        if verify_token(self.config.secret, cookie(request, TOKEN_COOKIE)) is None:
+            _, token = self.new_identity()
+            headers.append(self._cookie_header(token))
+        return html_response(pages.article_page(article, total), headers)
+
+    def _static(self, name: str) -> Response:
+        path = STATIC_DIR / name
+        if "/" in name or path.suffix not in STATIC_TYPES or not path.is_file():
+            return json_error(404, "not_found", f"no static file {html.escape(name)!r}")
+        return respond(200, path.read_bytes(), STATIC_TYPES[path.suffix])
+
+    def new_identity(self) -> tuple[str, str]:
+        user = "u" + secrets.token_hex(8)
+        return user, issue_token(self.config.secret, user)
+
+    @staticmethod
+    def _cookie_header(token: str) -> tuple[str, str]:
+        return ("Set-Cookie", f"{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=31536000")
+
+    async def read_total(self, article: str) -> CountChanged:
+        """The durable total, or the room's newer one if the store has not caught up yet."""
+        stored = await self.store.read(article) or zero_total(article)
+        room = self.rooms.rooms.get(article)
+        if room is not None and room.latest is not None and room.latest.position() > stored.position():
+            return room.latest
+        return stored
+
+    # -- websocket ---------------------------------------------------------------------------
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        _, query = split_path(connection.request)
+        token = (query.get("token") or [None])[0] or cookie(connection.request, TOKEN_COOKIE)
+        user = verify_token(self.config.secret, token)
+        reader = Reader(connection.transport)
+        bucket = TokenBucket(self.config.claps_per_second, self.config.clap_burst, self.clock_ms())
+        inflight = asyncio.Semaphore(self.config.inflight_claps_per_connection)
+        self.connections += 1
+        try:
+            async for raw in connection:
+                if isinstance(raw, bytes):
+                    await self._send_error(connection, Refused("bad_request", "send JSON text frames, not binary"))
+                    continue
+                try:
+                    message = parse_client_message(raw)
+                    if isinstance(message, Join):
+                        self._join(reader, message.article)
+                    elif isinstance(message, Leave):
+                        self.rooms.leave(reader, message.article)
+                    elif isinstance(message, Clap):
+                        if user is None:
+                            raise Refused("unauthenticated", "clapping needs a session token", message.clap_id)
+                        if not bucket.take(self.clock_ms()):
+                            raise Refused("rate_limited", "too many claps; slow down", message.clap_id)
+                        await inflight.acquire()  # backpressure: stop reading this socket
+                        asyncio.create_task(self._clap(connection, user, message, inflight))
+                except Refused as refused:
+                    await self._send_error(connection, refused)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.connections -= 1
+            self.rooms.drop(reader)
+
+    def _join(self, reader: Reader, article: str) -> None:
+        if article not in reader.articles and len(reader.articles) >= self.config.max_rooms_per_connection:
+            raise Refused("too_many_rooms", f"a connection may join at most {self.config.max_rooms_per_connection} articles")
+        room = self.rooms.join(reader, article)
+        if room.latest is None and article not in self._loading:
+            # One store read per room, however many readers join at once.
+            self._loading[article] = asyncio.create_task(self._load_room(article))
+
+    async def _load_room(self, article: str) -> None:
+        try:
+            stored = await self.store.read(article)
+        except Exception:
+            log.exception("reading the total of %s failed", article)
+            stored = None
+        finally:
+            self._loading.pop(article, None)
+        self.rooms.publish(stored or zero_total(article))
+
+    async def _clap(self, connection: ServerConnection, user: str, clap: Clap, inflight: asyncio.Semaphore) -> None:
+        event = ClapRecorded(clap.article, user, clap.count, clap.clap_id, self.clock_ms())
+        try:
+            await self.clap_log.append(event)
+        except Exception as error:
+            log.warning("clap %s not logged: %r", clap.clap_id, error)
+            await self._send_error(connection, Refused("unavailable", "the clap was not recorded; retry with the same id", clap.clap_id))
+            return
+        finally:
+            inflight.release()
+        self.metrics.claps_acked.inc()
+        try:
+            await connection.send(orjson.dumps({"type": "ack", "id": clap.clap_id}).decode())
+        except ConnectionClosed:
+            pass
+
+    async def _send_error(self, connection: ServerConnection, refused: Refused) -> None:
+        self.metrics.claps_refused.labels(refused.code).inc()
+        doc = {"type": "error", "code": refused.code, "message": refused.message}
+        if refused.clap_id is not None:
+            doc["id"] = refused.clap_id
+        try:
+            await connection.send(orjson.dumps(doc).decode())
+        except ConnectionClosed:
+            pass

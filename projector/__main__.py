@@ -1,0 +1,32 @@
+"""python -m projector: run the projector against Kafka and Cassandra."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from projector.cassandra_store import CassandraCounterStore
+from projector.config import ProjectorConfig
+from projector.service import Projector
+
+
+async def main() -> None:
+    config = ProjectorConfig.from_env()
+    store = CassandraCounterStore(
+        config.cassandra_hosts, config.cassandra_port, config.cassandra_keyspace,
+        replication_factor=config.replication_factor,
+    )
+    await store.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await Projector(config, store).run(stop=stop)
+    finally:
+        await store.close()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(main())

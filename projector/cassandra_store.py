@@ -1,0 +1,102 @@
+"""Cassandra adapter of the counter store (cassandra-driver).
+
+Rows hold absolute totals, not counter columns: a retried counter increment counts twice, a
+retried absolute write does not. Each write carries ``USING TIMESTAMP`` derived from
+``(epoch, seq)``, so Cassandra's own last-write-wins keeps the highest position whatever order
+writes arrive in, on every replica, with no read-before-write and no lock.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from cassandra import ConsistencyLevel
+from cassandra.cluster import Cluster, ResponseFuture, Session
+from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+
+from core.messages import CountChanged
+
+SEQ_SPAN = 10**12  # a rebuild (new epoch) always outranks any seq of the epoch before
+
+
+def write_timestamp(epoch: int, seq: int) -> int:
+    """The cell timestamp for a total at ``(epoch, seq)``: ordered exactly like the position."""
+    if not 0 <= seq < SEQ_SPAN:
+        raise ValueError("seq out of range")
+    return epoch * SEQ_SPAN + seq
+
+
+class CassandraCounterStore:
+    def __init__(self, hosts: Sequence[str], port: int, keyspace: str, *, replication_factor: int = 1) -> None:
+        self.keyspace = keyspace
+        self.replication_factor = replication_factor
+        self._cluster = Cluster(
+            list(hosts),
+            port=port,
+            load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+            protocol_version=5,
+        )
+        self._session: Session | None = None
+
+    async def start(self) -> None:
+        self._session = await asyncio.to_thread(self._connect)
+
+    def _connect(self) -> Session:
+        session = self._cluster.connect()
+        session.execute(
+            f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
+            f"{{'class': 'SimpleStrategy', 'replication_factor': {self.replication_factor}}}"
+        )
+        session.execute(
+            f"""CREATE TABLE IF NOT EXISTS {self.keyspace}.article_totals (
+                article text PRIMARY KEY, total bigint, seq bigint, epoch int, delta int, at_ms bigint)"""
+        )
+        self._insert = session.prepare(
+            f"INSERT INTO {self.keyspace}.article_totals (article, total, seq, epoch, delta, at_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+        )
+        self._insert.consistency_level = ConsistencyLevel.QUORUM
+        self._select = session.prepare(
+            f"SELECT article, total, delta, seq, epoch, at_ms FROM {self.keyspace}.article_totals WHERE article = ?"
+        )
+        self._select.consistency_level = ConsistencyLevel.QUORUM
+        return session
+
+    async def write(self, totals: Sequence[CountChanged]) -> None:
+        """Write all totals concurrently; one row per article, so no batch is needed."""
+        assert self._session is not None
+        futures = [
+            _to_asyncio(
+                self._session.execute_async(
+                    self._insert,
+                    (t.article, t.total, t.seq, t.epoch, t.delta, t.at_ms, write_timestamp(t.epoch, t.seq)),
+                )
+            )
+            for t in totals
+        ]
+        await asyncio.gather(*futures)
+
+    async def read(self, article: str) -> CountChanged | None:
+        assert self._session is not None
+        rows = await _to_asyncio(self._session.execute_async(self._select, (article,)))
+        if not rows:
+            return None
+        row = rows[0]
+        return CountChanged(row.article, row.total, row.delta or 0, row.seq, row.epoch, row.at_ms or 0)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._cluster.shutdown)
+
+
+def _to_asyncio(future: ResponseFuture) -> asyncio.Future:
+    loop = asyncio.get_running_loop()
+    result: asyncio.Future = loop.create_future()
+
+    def on_result(rows) -> None:
+        loop.call_soon_threadsafe(lambda: result.done() or result.set_result(rows))
+
+    def on_error(error: Exception) -> None:
+        loop.call_soon_threadsafe(lambda: result.done() or result.set_exception(error))
+
+    future.add_callbacks(on_result, on_error)
+    return result
