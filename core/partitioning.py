@@ -13,7 +13,7 @@ _SEPARATOR = KEY_SEPARATOR.encode()
 
 
 def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 hash (the Java client's ``Utils.murmur2``), as a signed 32-bit int."""
+    """Kafka's murmur2 hash (the Java client's ``Utils.murmur2``), as an unsigned 32-bit int."""
     length = len(data)
     seed = 0x9747B28C
     m = 0x5BD1E995
@@ -40,7 +40,7 @@ def murmur2(data: bytes) -> int:
     h ^= h >> 13
     h = (h * m) & 0xFFFFFFFF
     h ^= h >> 15
-    return h - 0x100000000 if h & 0x80000000 else h
+    return h
 
 
 def partition_for_key(key: bytes, partitions: int) -> int:

@@ -51,7 +51,8 @@ class ClapProcessor:
         if applied.article is not article:
             self.articles[clap.article] = applied.article
         if applied.counted or applied.replayed:
-            self.windows.add(clap.article, applied.counted, clap.at_ms, now_ms)
+            delta = 0 if applied.replayed else applied.counted
+            self.windows.add(clap.article, delta, clap.at_ms, now_ms)
         return applied.counted
 
     def flush(self, now_ms: int, *, force: bool = False) -> list[CountChanged]:

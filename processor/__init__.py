@@ -1,0 +1,1 @@
+"""The Faust processor: per-user cap, idempotency and windowed, numbered totals per article."""

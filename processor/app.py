@@ -1,0 +1,108 @@
+"""The Faust app: claps in, numbered per-article totals out to the fan-out topic.
+
+Delivery is at-least-once, made safe by ``core.ledger``: every state record remembers the
+highest offset it absorbed, so events re-read after a crash count once. Faust's exactly_once
+mode is not used (it has open duplicate bugs upstream) and is not needed.
+
+Events are taken in batches (``take_events``) and each batch is applied through the pure core;
+all of a batch's totals are sent before Faust acks its events, and Faust flushes its producer
+before it commits offsets, so an announced total is never older than the committed offsets.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any, Generic, TypeVar
+
+import faust
+
+from core.ledger import ArticleTally, UserClaps
+from core.messages import ClapRecorded
+from core.partitioning import partition_for_key
+from core.processing import ClapProcessor
+from processor.config import ProcessorConfig
+
+log = logging.getLogger("processor")
+
+T = TypeVar("T")
+
+
+def article_partitioner(key: bytes, all_partitions: list[int], available: list[int]) -> int:
+    return all_partitions[partition_for_key(key, len(all_partitions))]
+
+
+class RecordTable(MutableMapping[str, T], Generic[T]):
+    """A Faust table seen as a mapping of core records (stored as JSON dicts)."""
+
+    def __init__(self, table: faust.Table, decode: Callable[[dict[str, Any]], T], encode: Callable[[T], dict[str, Any]]) -> None:
+        self.table, self.decode, self.encode = table, decode, encode
+
+    def __getitem__(self, key: str) -> T:
+        doc = self.table.get(key)
+        if doc is None:
+            raise KeyError(key)
+        return self.decode(doc)
+
+    def __setitem__(self, key: str, value: T) -> None:
+        self.table[key] = self.encode(value)
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+config = ProcessorConfig.from_env()
+
+app = faust.App(
+    config.app_id,
+    broker=f"kafka://{config.kafka_bootstrap}",
+    store="memory://",  # state is rebuilt from the changelog topics on (re)assignment
+    topic_partitions=config.partitions,
+    topic_replication_factor=config.replication_factor,
+    producer_partitioner=article_partitioner,
+    producer_acks=-1,
+    processing_guarantee="at_least_once",
+    web_enabled=False,
+    consumer_auto_offset_reset="earliest",
+    stream_wait_empty=True,
+)
+
+claps_topic = app.topic(config.clap_topic, key_serializer="raw", value_serializer="raw", partitions=config.partitions)
+counts_topic = app.topic(config.counts_topic, key_serializer="raw", value_serializer="raw", partitions=config.partitions)
+
+# use_partitioner: table keys are routed by ``article_partitioner``, which sends "article:user"
+# to the article's own partition, so every table stays co-partitioned with the clap topic.
+users_table = app.Table("user-claps", partitions=config.partitions, key_serializer="raw", value_serializer="json", use_partitioner=True)
+tallies_table = app.Table("article-tallies", partitions=config.partitions, key_serializer="raw", value_serializer="json", use_partitioner=True)
+
+core = ClapProcessor(
+    RecordTable(users_table, UserClaps.from_dict, UserClaps.to_dict),
+    RecordTable(tallies_table, ArticleTally.from_dict, ArticleTally.to_dict),
+    window_ms=config.window_ms,
+    epoch=config.epoch,
+)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@app.agent(claps_topic)
+async def count_claps(stream: faust.StreamT) -> None:
+    async for events in stream.take_events(config.max_batch, within=config.window_ms / 1000):
+        now = now_ms()
+        for event in events:
+            try:
+                clap = ClapRecorded.from_json(event.value)
+            except (ValueError, KeyError, TypeError):
+                log.warning("skipping malformed clap at %s[%d]@%d", event.message.topic, event.message.partition, event.message.offset)
+                continue
+            core.apply(clap, event.message.offset, now)
+        for update in core.flush(now_ms(), force=True):
+            await counts_topic.send(key=update.article.encode(), value=update.to_json())

@@ -1,0 +1,38 @@
+"""The processor's settings, read from the environment in this one place."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    clap_topic: str = "claps"
+    counts_topic: str = "clap-counts"
+    partitions: int = 12
+    replication_factor: int = 1
+    window_ms: int = 100
+    max_batch: int = 10_000
+    epoch: int = 1
+    app_prefix: str = "clap-processor"
+
+    @property
+    def app_id(self) -> str:
+        # A new epoch is a rebuild from the log: fresh tables, a fresh group reading from offset 0.
+        return f"{self.app_prefix}-e{self.epoch}"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> ProcessorConfig:
+        env = dict(os.environ if env is None else env)
+        return cls(
+            kafka_bootstrap=env.get("KAFKA_BOOTSTRAP", cls.kafka_bootstrap),
+            clap_topic=env.get("CLAP_TOPIC", cls.clap_topic),
+            counts_topic=env.get("COUNTS_TOPIC", cls.counts_topic),
+            partitions=int(env.get("CLAP_PARTITIONS", cls.partitions)),
+            replication_factor=int(env.get("KAFKA_RF", cls.replication_factor)),
+            window_ms=int(env.get("CLAP_WINDOW_MS", cls.window_ms)),
+            max_batch=int(env.get("PROCESSOR_MAX_BATCH", cls.max_batch)),
+            epoch=int(env.get("CLAP_EPOCH", cls.epoch)),
+            app_prefix=env.get("PROCESSOR_APP_PREFIX", cls.app_prefix),
+        )

@@ -1,0 +1,53 @@
+"""Create the clap and fan-out topics with their fixed partition counts.
+
+The clap topic's partition count is fixed for its life: an article's claps, its per-user state
+and its offsets all live in one partition, so changing the count would move articles between
+partitions. Capacity grows by adding processor workers up to the partition count.
+
+python -m processor.topics   (reads the processor's environment)
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from processor.config import ProcessorConfig
+
+log = logging.getLogger("processor.topics")
+
+
+async def ensure_topics(config: ProcessorConfig) -> None:
+    min_isr = str(min(2, config.replication_factor))
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                config.clap_topic, config.partitions, config.replication_factor,
+                # The clap log is the source of truth that SREs replay: keep it.
+                topic_configs={"retention.ms": "-1", "min.insync.replicas": min_isr},
+            ),
+            NewTopic(
+                config.counts_topic, config.partitions, config.replication_factor,
+                # Totals are absolute: only the newest per article matters in the long run.
+                topic_configs={"cleanup.policy": "compact", "min.insync.replicas": min_isr},
+            ),
+        ]
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+            log.info("created topics %s", [t.name for t in missing])
+    finally:
+        await admin.close()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    asyncio.run(ensure_topics(ProcessorConfig.from_env()))
