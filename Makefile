@@ -1,0 +1,74 @@
+# The clap service. Quick start: `make run` (embedded, no servers) and `make test` (everything).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+RUN_DIR := .run
+LOGS := $(RUN_DIR)/logs
+PROC := bash deploy/local/proc.sh
+SERVICES := bash deploy/local/services.sh
+# Distributed-mode settings shared by `make up` processes (see deploy/k8s for a cluster).
+DIST_ENV := CLAP_MODE=distributed KAFKA_BOOTSTRAP=127.0.0.1:9092 CASSANDRA_HOSTS=127.0.0.1 \
+            CLAP_SECRET=$${CLAP_SECRET:-local-dev-secret-change-me} PYTHONPATH=$(CURDIR)
+
+.PHONY: help venv browser run up down status test test-unit test-fast bench clean
+
+help:
+	@echo "make run    - the embedded service on http://127.0.0.1:$(PORT) (installs what it needs)"
+	@echo "make test   - the whole suite: unit, contract, integration, browser (installs and starts everything)"
+	@echo "make up     - real Kafka + Cassandra + processor + projector + gateway on :$(PORT); make down stops them"
+	@echo "make bench  - the load test scenarios (see loadtest/README.md)"
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Debian's chromium for the browser tests (a test tool cannot download its own browser here).
+browser:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji) >/dev/null; }
+
+run: venv
+	@echo "embedded clap service: data in ./data, Ctrl-C stops it"
+	PORT=$(PORT) $(PY) -m gateway
+
+up: venv
+	$(SERVICES) up
+	$(DIST_ENV) $(PY) -m processor.topics
+	$(PROC) start processor $(LOGS)/processor.log -- env $(DIST_ENV) $(PY) -m processor worker -l info || true
+	$(PROC) start projector $(LOGS)/projector.log -- env $(DIST_ENV) $(PY) -m projector || true
+	$(PROC) start gateway $(LOGS)/gateway.log -- env $(DIST_ENV) PORT=$(PORT) $(PY) -m gateway || true
+	$(PROC) wait-http http://127.0.0.1:$(PORT)/healthz 60
+	@echo "up: http://127.0.0.1:$(PORT)/  (logs in $(LOGS)/; make down stops everything)"
+
+down:
+	-$(PROC) stop gateway
+	-$(PROC) stop projector
+	-$(PROC) stop processor
+	$(SERVICES) down
+
+status:
+	-$(SERVICES) status
+	-@for p in processor projector gateway; do $(PROC) status $$p && echo "$$p running" || echo "$$p stopped"; done
+
+# Everything CI runs. Starts Kafka and Cassandra if they are not running, and stops them again
+# afterwards only if it was the one that started them.
+test: venv browser
+	@started=0; $(SERVICES) status >/dev/null 2>&1 || { $(SERVICES) up && started=1; }; \
+	$(PY) -m pytest -ra tests; rc=$$?; \
+	[ $$started = 1 ] && $(SERVICES) down; exit $$rc
+
+test-unit: venv
+	$(PY) -m pytest -q tests/unit
+
+bench: venv
+	$(PY) -m loadtest all
+
+clean: down
+	rm -rf $(RUN_DIR) data

@@ -1,0 +1,82 @@
+"""Small websocket and HTTP clients speaking the public contract (docs/PROTOCOL.md)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+
+import orjson
+import websockets
+
+
+def http_json(url: str, method: str = "GET") -> object:
+    request = urllib.request.Request(url, method=method)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def new_token(base_url: str) -> str:
+    return http_json(f"{base_url}/api/session", "POST")["token"]
+
+
+class Reader:
+    """A websocket reader that keeps the newest total per article and checks the order."""
+
+    def __init__(self, ws: websockets.ClientConnection) -> None:
+        self.ws = ws
+        self.totals: dict[str, int] = {}
+        self.positions: dict[str, tuple[int, int]] = {}
+        self.counts_received = 0
+        self.out_of_order = 0
+        self.acks: set[str] = set()
+        self.errors: list[dict] = []
+        self._task = asyncio.create_task(self._receive())
+
+    @classmethod
+    async def open(cls, ws_url: str, token: str | None = None) -> Reader:
+        url = f"{ws_url}?token={token}" if token else ws_url
+        return cls(await websockets.connect(url, max_queue=None, open_timeout=20))
+
+    async def join(self, article: str) -> None:
+        await self.ws.send(orjson.dumps({"type": "join", "article": article}).decode())
+
+    async def clap(self, article: str, count: int, clap_id: str) -> None:
+        await self.ws.send(orjson.dumps({"type": "clap", "article": article, "count": count, "id": clap_id}).decode())
+
+    async def _receive(self) -> None:
+        try:
+            async for raw in self.ws:
+                doc = orjson.loads(raw)
+                if doc["type"] == "count":
+                    position = (doc["epoch"], doc["seq"])
+                    seen = self.positions.get(doc["article"])
+                    if seen is not None and position <= seen:
+                        self.out_of_order += 1
+                        continue
+                    self.positions[doc["article"]] = position
+                    self.totals[doc["article"]] = doc["total"]
+                    self.counts_received += 1
+                elif doc["type"] == "ack":
+                    self.acks.add(doc["id"])
+                else:
+                    self.errors.append(doc)
+        except websockets.ConnectionClosed:
+            pass
+
+    async def wait_for(self, predicate, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate(self):
+                return True
+            await asyncio.sleep(0.02)
+        return predicate(self)
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self._task
+
+
+async def wait_all(readers, predicate, timeout_s: float) -> bool:
+    results = await asyncio.gather(*(r.wait_for(predicate, timeout_s) for r in readers))
+    return all(results)
