@@ -6,7 +6,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from core.messages import ClapRecorded, CountChanged
 from core.partitioning import partition_for_key
@@ -67,17 +67,22 @@ class KafkaCountFeed:
 
     async def subscribe(self) -> AsyncIterator[CountChanged]:
         consumer = AIOKafkaConsumer(
+            self.topic,
             bootstrap_servers=self.bootstrap,
-            group_id=None,
+            group_id=None,  # no group: this gateway gets every partition
             enable_auto_commit=False,
+            auto_offset_reset="latest",
             client_id=f"gateway-feed-{uuid.uuid4().hex[:8]}",
             fetch_max_wait_ms=20,  # latency over batching: readers are waiting
         )
         await consumer.start()
-        partitions = await _wait_for_partitions(consumer, self.topic)
-        consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
-        for tp in partitions:
+        deadline = asyncio.get_running_loop().time() + 30
+        while not consumer.assignment():
+            if asyncio.get_running_loop().time() > deadline:
+                await consumer.stop()
+                raise RuntimeError(f"topic {self.topic!r} has no partitions; create it first (make up does)")
+            await asyncio.sleep(0.05)
+        for tp in consumer.assignment():
             await consumer.position(tp)  # pin "the end" now, so nothing published after this is missed
         self._consumers.append(consumer)
         return self._drain(consumer)
@@ -100,15 +105,3 @@ class KafkaCountFeed:
             await self._producer.stop()
         for consumer in self._consumers:
             await consumer.stop()
-
-
-async def _wait_for_partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 30) -> list[TopicPartition]:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions:
-            return [TopicPartition(topic, p) for p in sorted(partitions)]
-        if asyncio.get_running_loop().time() > deadline:
-            raise RuntimeError(f"topic {topic!r} does not exist; create it first (make up does)")
-        await consumer.topics()  # refreshes cluster metadata
-        await asyncio.sleep(0.2)

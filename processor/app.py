@@ -33,25 +33,25 @@ def article_partitioner(key: bytes, all_partitions: list[int], available: list[i
 
 
 class RecordTable(MutableMapping[str, T], Generic[T]):
-    """A Faust table seen as a mapping of core records (stored as JSON dicts)."""
+    """A Faust table (raw byte keys, JSON values) seen as a mapping of str keys to core records."""
 
     def __init__(self, table: faust.Table, decode: Callable[[dict[str, Any]], T], encode: Callable[[T], dict[str, Any]]) -> None:
         self.table, self.decode, self.encode = table, decode, encode
 
     def __getitem__(self, key: str) -> T:
-        doc = self.table.get(key)
+        doc = self.table.get(key.encode())
         if doc is None:
             raise KeyError(key)
         return self.decode(doc)
 
     def __setitem__(self, key: str, value: T) -> None:
-        self.table[key] = self.encode(value)
+        self.table[key.encode()] = self.encode(value)
 
     def __delitem__(self, key: str) -> None:
-        del self.table[key]
+        del self.table[key.encode()]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.table)
+        return (key.decode() for key in self.table)
 
     def __len__(self) -> int:
         return len(self.table)
@@ -78,8 +78,9 @@ counts_topic = app.topic(config.counts_topic, key_serializer="raw", value_serial
 
 # use_partitioner: table keys are routed by ``article_partitioner``, which sends "article:user"
 # to the article's own partition, so every table stays co-partitioned with the clap topic.
-users_table = app.Table("user-claps", partitions=config.partitions, key_serializer="raw", value_serializer="json", use_partitioner=True)
-tallies_table = app.Table("article-tallies", partitions=config.partitions, key_serializer="raw", value_serializer="json", use_partitioner=True)
+# key_type=bytes keeps keys raw on the changelog (a JSON-quoted key would hash differently).
+users_table = app.Table("user-claps", partitions=config.partitions, key_type=bytes, use_partitioner=True)
+tallies_table = app.Table("article-tallies", partitions=config.partitions, key_type=bytes, use_partitioner=True)
 
 core = ClapProcessor(
     RecordTable(users_table, UserClaps.from_dict, UserClaps.to_dict),

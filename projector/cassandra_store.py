@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Sequence
 
 from cassandra import ConsistencyLevel
-from cassandra.cluster import Cluster, ResponseFuture, Session
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 
 from core.messages import CountChanged
@@ -30,11 +30,13 @@ class CassandraCounterStore:
     def __init__(self, hosts: Sequence[str], port: int, keyspace: str, *, replication_factor: int = 1) -> None:
         self.keyspace = keyspace
         self.replication_factor = replication_factor
-        self._cluster = Cluster(
-            list(hosts),
-            port=port,
+        profile = ExecutionProfile(
             load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
-            protocol_version=5,
+            # QUORUM writes and reads overlap: a read always sees the newest acknowledged row.
+            consistency_level=ConsistencyLevel.QUORUM,
+        )
+        self._cluster = Cluster(
+            list(hosts), port=port, execution_profiles={EXEC_PROFILE_DEFAULT: profile}, protocol_version=5
         )
         self._session: Session | None = None
 
@@ -55,11 +57,9 @@ class CassandraCounterStore:
             f"INSERT INTO {self.keyspace}.article_totals (article, total, seq, epoch, delta, at_ms) "
             "VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
         )
-        self._insert.consistency_level = ConsistencyLevel.QUORUM
         self._select = session.prepare(
             f"SELECT article, total, delta, seq, epoch, at_ms FROM {self.keyspace}.article_totals WHERE article = ?"
         )
-        self._select.consistency_level = ConsistencyLevel.QUORUM
         return session
 
     async def write(self, totals: Sequence[CountChanged]) -> None:

@@ -1,0 +1,259 @@
+"""Clappers: people tapping the clap button, with the client-side batching a real page does.
+
+A clapper taps at its own rate (``click_rate`` ± 50%), and every ``batch_ms`` sends what it
+tapped since as one ``clap`` message with ``count=k`` and a fresh id. The service caps a user at
+50 claps per article, so a clapper gives an article 50 taps (some ``overclap_share`` of them
+tap on past 50, to check the cap), moves to its next article, and after
+``articles_per_session`` articles takes a new session (a new user). ``rate / click_rate``
+clappers tap at once, so the offered rate is ``rate`` clap events per second.
+
+Every clap message is accounted for: acked (durably logged), refused (error code), or unknown
+(no answer before the run ended). What the final totals must be follows from the acks:
+``sum over users of min(50, claps acked)`` per article, and with the unknowns counted too as an
+upper bound.
+
+Clappers run in their own processes so that their websocket work does not share an event loop
+with the orchestrator's sampling.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import random
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+import multiprocessing
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+from loadtest.articles import ArticleMix
+from loadtest.httpclient import HttpError, request_json
+from loadtest.readers import Target
+from loadtest.stats import Histogram, bucket_of
+
+USER_CAP = 50
+
+
+@dataclass(frozen=True)
+class ClapPlan:
+    targets: tuple[Target, ...]
+    mix: ArticleMix
+    rate: float  # clap events (taps) per second, all clappers together
+    duration_s: float
+    start_at: float = 0.0  # Unix time at which every clapper process starts tapping
+    click_rate: float = 8.0  # taps per second of one clapper
+    batch_ms: float = 250.0
+    taps_per_article: int = USER_CAP
+    overclap_share: float = 0.05
+    overclap_taps: int = USER_CAP + 10
+    articles_per_session: int = 1
+    ack_timeout_s: float = 10.0
+    processes: int = 1
+    seed: int = 7
+
+    @property
+    def clappers(self) -> int:
+        return max(1, math.ceil(self.rate / self.click_rate)) if self.rate > 0 else 0
+
+    def clappers_of(self, process: int) -> range:
+        return range(process, self.clappers, self.processes)
+
+
+@dataclass
+class Ledger:
+    """What the clappers of one process sent and what the gateway answered; merged across processes."""
+
+    acked_capped: Counter[str] = field(default_factory=Counter)  # article -> sum over users of min(50, acked)
+    upper_capped: Counter[str] = field(default_factory=Counter)  # the same counting unanswered claps as acked
+    acked: Counter[str] = field(default_factory=Counter)
+    tapped: Counter[str] = field(default_factory=Counter)
+    unknown: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)  # error code -> claps refused
+    messages: int = 0
+    sessions: int = 0
+    session_errors: Counter[str] = field(default_factory=Counter)
+    taps_per_second: dict[int, int] = field(default_factory=dict)
+    acks_per_second: dict[int, int] = field(default_factory=dict)  # claps acked, by ack time
+    ack_latency: Histogram = field(default_factory=dict)
+
+    def merge(self, other: Ledger) -> None:
+        for name in ("acked_capped", "upper_capped", "acked", "tapped", "unknown", "refused", "session_errors"):
+            getattr(self, name).update(getattr(other, name))
+        for name in ("taps_per_second", "acks_per_second", "ack_latency"):
+            into = getattr(self, name)
+            for key, value in getattr(other, name).items():
+                into[key] = into.get(key, 0) + value
+        self.messages += other.messages
+        self.sessions += other.sessions
+
+
+def bump(series: dict[int, int], key: int, by: int = 1) -> None:
+    series[key] = series.get(key, 0) + by
+
+
+@dataclass
+class _Sent:
+    article: str
+    count: int
+    at: float
+
+
+class Session:
+    """One user on one websocket: taps, batches, and the answers to its clap messages."""
+
+    _ids = itertools.count()
+
+    def __init__(self, ws: ClientConnection, ledger: Ledger, name: str) -> None:
+        self.ws = ws
+        self.ledger = ledger
+        self.name = name
+        self.pending: dict[str, _Sent] = {}
+        self.acked: Counter[str] = Counter()
+        self.settled = asyncio.Event()
+        self.settled.set()
+
+    async def receive(self) -> None:
+        try:
+            async for raw in self.ws:
+                self._on_message(orjson.loads(raw))
+        except ConnectionClosed:
+            pass
+
+    def _on_message(self, doc: dict[str, Any]) -> None:
+        sent = self.pending.pop(doc.get("id", ""), None)
+        if sent is None:
+            return  # a count for an article we did not join, or an error about no clap
+        now = time.time()
+        if doc.get("type") == "ack":
+            self.acked[sent.article] += sent.count
+            self.ledger.acked[sent.article] += sent.count
+            bump(self.ledger.acks_per_second, int(now), sent.count)
+            bump(self.ledger.ack_latency, bucket_of((now - sent.at) * 1e6))
+        else:
+            self.ledger.refused[doc.get("code", "error")] += sent.count
+        if not self.pending:
+            self.settled.set()
+
+    async def clap(self, article: str, count: int) -> None:
+        clap_id = f"{self.name}-{next(self._ids)}"
+        now = time.time()
+        self.pending[clap_id] = _Sent(article, count, now)
+        self.settled.clear()
+        self.ledger.messages += 1
+        self.ledger.tapped[article] += count
+        bump(self.ledger.taps_per_second, int(now), count)
+        await self.ws.send(orjson.dumps({"type": "clap", "article": article, "count": count, "id": clap_id}).decode())
+
+    def close_books(self) -> None:
+        """Fold this user's claps into the per-article bounds, applying the 50 cap per user."""
+        unknown: Counter[str] = Counter()
+        for sent in self.pending.values():
+            unknown[sent.article] += sent.count
+        for article in set(self.acked) | set(unknown):
+            self.ledger.acked_capped[article] += min(USER_CAP, self.acked[article])
+            self.ledger.upper_capped[article] += min(USER_CAP, self.acked[article] + unknown[article])
+            self.ledger.unknown[article] += unknown[article]
+
+
+class Clapper:
+    """One clapping slot: a sequence of users, each tapping on a few articles."""
+
+    def __init__(self, plan: ClapPlan, index: int, ledger: Ledger, end_at: float) -> None:
+        self.plan = plan
+        self.index = index
+        self.ledger = ledger
+        self.end_at = end_at
+        self.rng = random.Random(plan.seed * 7919 + index)
+        self.click_rate = plan.click_rate * self.rng.uniform(0.5, 1.5)
+        self.sessions = 0
+
+    async def run(self) -> None:
+        # Spread the first taps over one batch interval so the clappers do not send in lockstep.
+        await asyncio.sleep(self.rng.uniform(0, self.plan.batch_ms / 1000))
+        while time.time() < self.end_at:
+            target = self.plan.targets[(self.index + self.sessions) % len(self.plan.targets)]
+            self.sessions += 1
+            try:
+                await self._session(target)
+            except (OSError, HttpError, WebSocketException, TimeoutError) as error:
+                self.ledger.session_errors[type(error).__name__] += 1
+                await asyncio.sleep(0.5)  # do not hammer a gateway that refuses us
+
+    async def _session(self, target: Target) -> None:
+        identity = await request_json("POST", f"{target.http_base}/api/session")
+        url = f"ws://{target.host}:{target.port}{target.path}?token={identity['token']}"
+        async with connect(url, compression=None, open_timeout=15, ping_interval=None, close_timeout=2) as ws:
+            self.ledger.sessions += 1
+            session = Session(ws, self.ledger, f"c{self.index}s{self.sessions}")
+            receiver = asyncio.create_task(session.receive())
+            try:
+                for _ in range(self.plan.articles_per_session):
+                    if time.time() >= self.end_at:
+                        break
+                    await self._tap_article(session, self.plan.mix.pick(self.rng))
+                try:
+                    await asyncio.wait_for(session.settled.wait(), self.plan.ack_timeout_s)
+                except TimeoutError:
+                    pass
+            finally:
+                session.close_books()
+                receiver.cancel()
+
+    async def _tap_article(self, session: Session, article: str) -> None:
+        overclap = self.rng.random() < self.plan.overclap_share
+        taps_left = self.plan.overclap_taps if overclap else self.plan.taps_per_article
+        interval = self.plan.batch_ms / 1000
+        accumulated = 0.0
+        last = time.time()
+        while taps_left > 0:
+            await asyncio.sleep(interval)
+            now = time.time()
+            if now >= self.end_at:
+                return
+            # Taps made since the last send, by the real elapsed time so a late timer loses none.
+            accumulated += (now - last) * self.click_rate
+            last = now
+            count = min(int(accumulated), taps_left, 50)
+            if count:
+                accumulated -= count
+                taps_left -= count
+                await session.clap(article, count)
+
+
+async def _run_process(plan: ClapPlan, process: int) -> Ledger:
+    ledger = Ledger()
+    delay = plan.start_at - time.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    end_at = time.time() + plan.duration_s
+    clappers = [Clapper(plan, i, ledger, end_at) for i in plan.clappers_of(process)]
+    # Bounded: tapping stops at end_at and each session waits at most ack_timeout_s after it.
+    await asyncio.wait_for(
+        asyncio.gather(*(c.run() for c in clappers)), plan.duration_s + plan.ack_timeout_s + 60
+    )
+    return ledger
+
+
+def run_clapper_process(plan: ClapPlan, process: int) -> Ledger:
+    return asyncio.run(_run_process(plan, process))
+
+
+async def run_clappers(plan: ClapPlan) -> Ledger:
+    """Run ``plan`` in ``plan.processes`` processes and merge their ledgers."""
+    total = Ledger()
+    if plan.clappers == 0:
+        return total
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(plan.processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        ledgers = await asyncio.gather(
+            *(loop.run_in_executor(pool, run_clapper_process, plan, p) for p in range(plan.processes))
+        )
+    for ledger in ledgers:
+        total.merge(ledger)
+    return total

@@ -1,0 +1,150 @@
+"""Servers the load test starts itself: the embedded gateway and the baseline, and py-spy.
+
+Each is a child process whose pid is recorded when it starts; stopping sends SIGTERM to that
+pid only (SIGKILL after a grace period), never to a process found by name.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loadtest.httpclient import wait_healthy
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    base_url: str
+    env: dict[str, str] = field(default_factory=dict)
+    cleanup_dir: Path | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    async def stop(self, grace_s: float = 10.0) -> int | None:
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.popen.wait, grace_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                await asyncio.to_thread(self.popen.wait, 5)
+        if self.cleanup_dir is not None:
+            shutil.rmtree(self.cleanup_dir, ignore_errors=True)
+        return self.popen.returncode
+
+
+def _spawn(name: str, argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+
+
+async def _wait_ready(process: ManagedProcess, timeout_s: float) -> None:
+    waiter = asyncio.create_task(wait_healthy(process.base_url, timeout_s))
+    while not waiter.done():
+        if process.popen.poll() is not None:
+            waiter.cancel()
+            raise RuntimeError(f"{process.name} exited with {process.popen.returncode}; see {process.log_path}")
+        await asyncio.sleep(0.1)
+    waiter.result()
+
+
+async def start_embedded_gateway(
+    log_dir: Path, env_overrides: dict[str, str], *, port: int | None = None, keep_data: bool = False
+) -> ManagedProcess:
+    """``python -m gateway`` in embedded mode on a free port with a fresh data directory."""
+    port = port or free_port()
+    data_dir = Path(tempfile.mkdtemp(prefix="lt-data-"))
+    settings = {"CLAP_MODE": "embedded", "HOST": "127.0.0.1", "PORT": str(port), "CLAP_DATA_DIR": str(data_dir),
+                **env_overrides}
+    env = {**os.environ, **settings, "PYTHONPATH": str(REPO_ROOT)}
+    log_path = log_dir / "gateway.log"
+    popen = _spawn("gateway", [sys.executable, "-m", "gateway"], env, log_path)
+    process = ManagedProcess("gateway", popen, log_path, f"http://127.0.0.1:{port}", settings,
+                             None if keep_data else data_dir)
+    try:
+        await _wait_ready(process, 60)
+    except BaseException:
+        await process.stop()
+        raise
+    return process
+
+
+async def start_baseline(log_dir: Path, *, port: int | None = None) -> ManagedProcess:
+    port = port or free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    argv = [sys.executable, "-m", "loadtest.baseline", "--port", str(port)]
+    popen = _spawn("baseline", argv, env, log_dir / "baseline.log")
+    process = ManagedProcess("baseline", popen, log_dir / "baseline.log", f"http://127.0.0.1:{port}")
+    try:
+        await _wait_ready(process, 30)
+    except BaseException:
+        await process.stop()
+        raise
+    return process
+
+
+# -- py-spy, to see where a gateway's time goes during the measured phase -----------------------
+
+
+def py_spy_path() -> str | None:
+    local = Path(sys.executable).parent / "py-spy"
+    return str(local) if local.exists() else shutil.which("py-spy")
+
+
+def start_py_spy(pid: int, seconds: float, out_path: Path) -> subprocess.Popen[bytes] | None:
+    """Sample ``pid`` for ``seconds`` into collapsed stacks (``--format raw``); None if not installed."""
+    binary = py_spy_path()
+    if binary is None:
+        return None
+    argv = [binary, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))), "--rate", "200",
+            "--format", "raw", "--output", str(out_path), "--nonblocking"]
+    with open(out_path.with_suffix(".log"), "wb") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def summarize_collapsed(path: Path, top: int = 25) -> dict[str, list[tuple[str, float]]]:
+    """Self and inclusive time shares per function from py-spy's collapsed stacks."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    if not path.exists():
+        return {"self": [], "inclusive": []}
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    if total == 0:
+        return {"self": [], "inclusive": []}
+    return {
+        "self": [(f, round(c / total, 4)) for f, c in own.most_common(top)],
+        "inclusive": [(f, round(c / total, 4)) for f, c in inclusive.most_common(top)],
+    }
