@@ -68,7 +68,10 @@ app = faust.App(
     producer_partitioner=article_partitioner,
     producer_acks=-1,
     processing_guarantee="at_least_once",
-    web_enabled=False,
+    # Faust's web server answers liveness probes (deploy/k8s); one port per worker on a host.
+    web_enabled=True,
+    web_bind=config.web_host,
+    web_port=config.web_port,
     consumer_auto_offset_reset="earliest",
     stream_wait_empty=True,
 )

@@ -16,6 +16,8 @@ class ProcessorConfig:
     max_batch: int = 10_000
     epoch: int = 1
     app_prefix: str = "clap-processor"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
 
     @property
     def app_id(self) -> str:
@@ -35,4 +37,6 @@ class ProcessorConfig:
             max_batch=int(env.get("PROCESSOR_MAX_BATCH", cls.max_batch)),
             epoch=int(env.get("CLAP_EPOCH", cls.epoch)),
             app_prefix=env.get("PROCESSOR_APP_PREFIX", cls.app_prefix),
+            web_host=env.get("PROCESSOR_WEB_HOST", cls.web_host),
+            web_port=int(env.get("PROCESSOR_WEB_PORT", cls.web_port)),
         )

@@ -45,7 +45,9 @@ def start_pipeline(run_id: str, name: str, log_dir) -> Pipeline:
     env = pipeline_env(run_id, name)
     asyncio.run(ensure_topics(ProcessorConfig.from_env(env)))
     port = free_port()
-    processor = ServiceProcess(f"{name}-processor", ["-m", "processor", "worker", "-l", "info"], env, log_dir)
+    processor = ServiceProcess(
+        f"{name}-processor", ["-m", "processor", "worker", "-l", "info"], {**env, "PROCESSOR_WEB_PORT": str(free_port())}, log_dir
+    )
     projector = ServiceProcess(f"{name}-projector", ["-m", "projector"], env, log_dir)
     gateway = ServiceProcess(f"{name}-gateway", ["-m", "gateway"], {**env, "PORT": str(port)}, log_dir)
     base_url = f"http://127.0.0.1:{port}"

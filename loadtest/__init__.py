@@ -1,0 +1,1 @@
+"""Load tests of the clap service: readers, clappers, a broadcast baseline, reports."""

@@ -1,0 +1,150 @@
+"""Turning what the reader processes and clappers sent back into the numbers of a phase."""
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from typing import Any
+
+from loadtest.clappers import Ledger
+from loadtest.procmon import ProcMonitor
+from loadtest.stats import Histogram, add_series, merge_histograms, percentiles_ms, quantiles, seconds_within
+
+
+def per_reader_rates(results: list[dict[str, Any]], start: str = "start", end: str = "end") -> list[float]:
+    """Updates per second of every reader between two marks (each process timed its own marks)."""
+    rates: list[float] = []
+    for result in results:
+        marks = {name: (at, counts) for name, at, counts in result["marks"]}
+        if start not in marks or end not in marks:
+            continue
+        (t0, before), (t1, after) = marks[start], marks[end]
+        span = t1 - t0
+        if span <= 0:
+            continue
+        rates.extend((a - b) / span for a, b in zip(after, before))
+    return rates
+
+
+def per_second_series(results: list[dict[str, Any]], key: str) -> dict[int, int]:
+    series: dict[int, int] = {}
+    for result in results:
+        add_series(series, result[key])
+    return series
+
+
+def latency_by_second(results: list[dict[str, Any]]) -> dict[int, Histogram]:
+    by_second: dict[int, Histogram] = {}
+    for result in results:
+        for second, histogram in result["latency"].items():
+            by_second[second] = merge_histograms([by_second.get(second, {}), histogram])
+    return by_second
+
+
+def throughput(series: dict[int, int], start: float, end: float) -> dict[str, Any]:
+    """Per-second delivered counts inside a window: median first, the machine is noisy."""
+    values = seconds_within(series, start, end)
+    if not values:
+        return {"seconds": 0, "median_per_s": None, "mean_per_s": None}
+    return {
+        "seconds": len(values),
+        "median_per_s": statistics.median(values),
+        "mean_per_s": round(statistics.fmean(values), 1),
+        **{k: v for k, v in quantiles(values, (5, 95)).items()},
+    }
+
+
+def summarize_readers(results: list[dict[str, Any]], start: float, end: float) -> dict[str, Any]:
+    errors: Counter[str] = Counter()
+    for result in results:
+        errors.update(result["errors"])
+    frames = per_second_series(results, "frames")
+    updates = per_second_series(results, "updates")
+    by_second = latency_by_second(results)
+    rates = per_reader_rates(results)
+    sums = {key: sum(r[key] for r in results) for key in (
+        "attempted", "connected", "failed", "closed_unexpectedly", "snapshots", "lost", "duplicates",
+        "out_of_order", "misrouted", "other_messages", "readers_with_loss")}
+    return {
+        **sums,
+        "processes": len(results),
+        "errors": dict(errors.most_common(20)),
+        "frames_per_second": throughput(frames, start, end),
+        "updates_per_second": throughput(updates, start, end),
+        "latency_ms": percentiles_ms(merge_histograms(by_second.values())),
+        "connect_latency_ms": percentiles_ms(merge_histograms(r["connect_latency"] for r in results)),
+        "per_reader_updates_per_s": {**quantiles(rates), "readers": len(rates)},
+        "reader_cpu_s": round(sum(r["cpu_s"] for r in results), 2),
+        "reader_max_rss_mb": [round(r["max_rss_kb"] / 1024, 1) for r in results],
+        "series": {
+            "frames": sorted(frames.items()),
+            "updates": sorted(updates.items()),
+            "latency_p50_p99": [
+                (s, percentiles_ms(h, (50, 99))) for s, h in sorted(by_second.items())
+            ],
+        },
+        "_latency_histogram": merge_histograms(by_second.values()),
+        "_rates": rates,
+    }
+
+
+def summarize_ledger(ledger: Ledger, start: float, end: float) -> dict[str, Any]:
+    return {
+        "sessions": ledger.sessions,
+        "session_errors": dict(ledger.session_errors),
+        "clap_messages": ledger.messages,
+        "taps": sum(ledger.tapped.values()),
+        "claps_acked": sum(ledger.acked.values()),
+        "claps_refused": dict(ledger.refused),
+        "claps_unanswered": sum(ledger.unknown.values()),
+        "taps_per_second": throughput(ledger.taps_per_second, start, end),
+        "acked_claps_per_second": throughput(ledger.acks_per_second, start, end),
+        "ack_latency_ms": percentiles_ms(ledger.ack_latency),
+        "series": {"taps": sorted(ledger.taps_per_second.items()), "acks": sorted(ledger.acks_per_second.items())},
+    }
+
+
+def check_totals(ledger: Ledger, finals: dict[str, int], initial: dict[str, int]) -> dict[str, Any]:
+    """Compare each article's final total with what the acks say it must be (50 cap per user)."""
+    exact = within = outside = 0
+    examples: list[dict[str, Any]] = []
+    for article in sorted(set(ledger.tapped) | set(finals)):
+        gained = finals.get(article, 0) - initial.get(article, 0)
+        low, high = ledger.acked_capped[article], ledger.upper_capped[article]
+        if gained == low == high:
+            exact += 1
+        elif low <= gained <= high:
+            within += 1
+        else:
+            outside += 1
+            if len(examples) < 10:
+                examples.append({"article": article, "gained": gained, "acked_capped": low, "upper": high})
+    return {"articles": exact + within + outside, "exact": exact, "within_unanswered": within,
+            "mismatched": outside, "examples": examples}
+
+
+def gateway_resources(monitor: ProcMonitor, label: str, before: float, connected: float,
+                      start: float, end: float) -> dict[str, Any]:
+    """CPU during the measured window; RSS growth per connection from idle to all connected."""
+    idle = monitor.rss_at(label, before)
+    full = monitor.rss_at(label, connected)
+    samples = [s for s in monitor.series[label].samples if start <= s.at <= end]
+    out: dict[str, Any] = {
+        "pid": monitor.series[label].pid,
+        "cpu_cores_during_run": _round(monitor.cpu_share(label, start, end)),
+        "rss_mb_idle": _mb(idle.rss_kb if idle else None),
+        "rss_mb_connected": _mb(full.rss_kb if full else None),
+        "rss_mb_peak_during_run": _mb(max((s.rss_kb for s in samples), default=None)),
+        "fds_idle": idle.fds if idle else None,
+        "fds_connected": full.fds if full else None,
+    }
+    if idle and full and full.fds > idle.fds:
+        out["rss_kb_per_connection"] = round((full.rss_kb - idle.rss_kb) / (full.fds - idle.fds), 2)
+    return out
+
+
+def _mb(kb: int | None) -> float | None:
+    return None if kb is None else round(kb / 1024, 1)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

@@ -1,0 +1,455 @@
+"""The scenarios: fanout, hot, platform and ingest, each a sequence of phases over the same tools.
+
+A reader phase is always: connect the readers (and wait until each has its first total),
+optionally drive traffic between a ``start`` and an ``end`` mark, let the system settle until
+every reader shows the total the gateway reports (or a timeout), then collect. All times are
+Unix wall-clock seconds on this host, shared by the gateway, readers and clappers.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadtest import analysis
+from loadtest.articles import ArticleMix, run_prefix
+from loadtest.clappers import ClapPlan, Ledger, run_clappers
+from loadtest.httpclient import HttpError, request_json
+from loadtest.procmon import ProcMonitor
+from loadtest.readers import ReaderFleet, ReaderPlan, Target
+from loadtest.services import ManagedProcess, start_baseline, start_embedded_gateway, start_py_spy, summarize_collapsed
+
+DEFAULT_SOURCE_IPS = 8
+
+
+@dataclass
+class Options:
+    scenario: str
+    readers: int = 1000
+    duration_s: float = 10.0
+    clap_rate: float = 1000.0
+    articles: int = 1
+    hot_share: float = 1.0
+    gateways: list[str] = field(default_factory=list)
+    gateway_pids: list[int] = field(default_factory=list)
+    start_embedded: int = 0  # how many embedded gateways to start (0: use --gateway)
+    gateway_env: dict[str, str] = field(default_factory=dict)
+    window_ms: int | None = None
+    baseline_interval_ms: float = 5.0
+    reader_procs: int | None = None
+    clapper_procs: int = 1
+    source_ips: int = DEFAULT_SOURCE_IPS
+    connect_concurrency: int = 96
+    connect_timeout_s: float = 120.0
+    settle_timeout_s: float = 20.0
+    hold_s: float = 5.0
+    click_rate: float = 8.0
+    batch_ms: float = 250.0
+    articles_per_session: int = 1
+    overclap_share: float = 0.05
+    profile: bool = False
+    out_root: Path = Path(__file__).parent / "results"
+    seed: int = 1
+    keep_data: bool = False
+
+    def reader_processes(self) -> int:
+        if self.reader_procs:
+            return self.reader_procs
+        return max(1 if self.readers < 1000 else 2, math.ceil(self.readers / 8000))
+
+
+Driver = Callable[[ReaderFleet], Awaitable[dict[str, Any]]]
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+class Run:
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.out_dir = options.out_root / f"{time.strftime('%Y%m%d-%H%M%S')}-{options.scenario}"
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.monitor = ProcMonitor()
+        self.managed: list[ManagedProcess] = []
+        self.prefix = run_prefix()
+        self.result: dict[str, Any] = {
+            "scenario": options.scenario,
+            "started_at": time.time(),
+            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
+            "article_prefix": self.prefix,
+            "phases": {},
+            "checks": [],
+        }
+        self.private: dict[str, Any] = {}  # histograms and raw lists for the plots, not the JSON
+
+    # -- servers -------------------------------------------------------------------------------
+
+    async def gateway_targets(self, env: dict[str, str]) -> list[Target]:
+        """Start embedded gateways, or use the ones given; their pids go to the monitor."""
+        if self.options.start_embedded:
+            targets = []
+            for i in range(self.options.start_embedded):
+                say(f"starting embedded gateway {i} with {env or 'default settings'}")
+                process = await start_embedded_gateway(self.out_dir / f"gateway-{i}", env, keep_data=self.options.keep_data)
+                self.managed.append(process)
+                self.monitor.watch(f"gateway-{i}", process.pid)
+                targets.append(Target.from_url(process.base_url))
+            self.result["gateway_env"] = {**self.managed[0].env, "CLAP_DATA_DIR": "(temporary)"}
+            return targets
+        if not self.options.gateways:
+            raise SystemExit("give --gateway URL (repeatable) or --start-embedded")
+        for i, pid in enumerate(self.options.gateway_pids):
+            self.monitor.watch(f"gateway-{i}", pid)
+        return [Target.from_url(url) for url in self.options.gateways]
+
+    async def stop_servers(self) -> None:
+        for process in reversed(self.managed):
+            say(f"stopping {process.name} pid {process.pid}")
+            await process.stop()
+        self.managed.clear()
+
+    # -- one phase with readers ----------------------------------------------------------------
+
+    def reader_plan(self, targets: list[Target], mix: ArticleMix) -> ReaderPlan:
+        o = self.options
+        processes = o.reader_processes()
+        return ReaderPlan(
+            targets=tuple(targets),
+            mix=mix,
+            readers=o.readers,
+            processes=processes,
+            source_ips=tuple(f"127.0.0.{2 + i}" for i in range(o.source_ips)),
+            connect_concurrency=max(4, o.connect_concurrency // processes),
+            connect_timeout_s=o.connect_timeout_s,
+            max_lifetime_s=o.connect_timeout_s + o.duration_s + o.hold_s + o.settle_timeout_s + 300,
+        )
+
+    async def reader_phase(self, label: str, plan: ReaderPlan, server_labels: list[str], drive: Driver) -> dict[str, Any]:
+        say(f"{label}: {plan.readers} readers in {plan.processes} processes -> {len(plan.targets)} server(s)")
+        self.monitor.sample_once()
+        before = time.time()
+        fleet = ReaderFleet(plan)
+        fleet.start()
+        for i, pid in enumerate(fleet.pids):
+            self.monitor.watch(f"{label}-readers-{i}", pid)
+        try:
+            connected = await self._connect(fleet, label)
+            await asyncio.sleep(1.0)  # let RSS settle after the ramp before calling it "connected"
+            self.monitor.sample_once()
+            t_connected = time.time()
+            driven = await drive(fleet)
+            say(f"{label}: collecting reader results")
+            results = await fleet.finish()
+        finally:
+            fleet.stop()
+        start, end = driven["start"], driven["end"]
+        readers = analysis.summarize_readers(results, start, end)
+        self.private[label] = {"latency": readers.pop("_latency_histogram"), "rates": readers.pop("_rates"),
+                               "ramp": fleet.progress_series}
+        phase: dict[str, Any] = {
+            "window": {"start": start, "end": end, "seconds": round(end - start, 3)},
+            "connect": {**connected, "seconds": round(t_connected - before - 1.0, 2)},
+            "readers": readers,
+            "servers": {s: analysis.gateway_resources(self.monitor, s, before, t_connected, start, end)
+                        for s in server_labels if s in self.monitor.series},
+            "machine_busy_share": self.monitor.machine_busy(start, end),
+            **{k: v for k, v in driven.items() if k not in ("start", "end")},
+        }
+        self.result["phases"][label] = phase
+        return phase
+
+    async def _connect(self, fleet: ReaderFleet, label: str) -> dict[str, int]:
+        last_print = [0.0]
+
+        def progress(totals: dict[str, int]) -> None:
+            if time.monotonic() - last_print[0] > 3:
+                last_print[0] = time.monotonic()
+                say(f"{label}: connected {totals['connected']}/{fleet.plan.readers} "
+                    f"failed {totals['failed']} first totals {totals['snapshots']}")
+
+        totals = await fleet.wait_connected(self.options.connect_timeout_s, progress)
+        say(f"{label}: connected {totals['connected']}, failed {totals['failed']}")
+        return totals
+
+    # -- drivers -------------------------------------------------------------------------------
+
+    def baseline_driver(self, server: ManagedProcess) -> Driver:
+        o = self.options
+
+        async def drive(fleet: ReaderFleet) -> dict[str, Any]:
+            await request_json("POST", f"{server.base_url}/broadcast?seconds={o.duration_s}"
+                                       f"&interval_ms={o.baseline_interval_ms}")
+            start = fleet.mark("start")
+            await asyncio.sleep(o.duration_s)
+            end = fleet.mark("end")
+            await asyncio.sleep(2.0)  # frames still in socket buffers are delivered, not lost
+            stats = await request_json("GET", f"{server.base_url}/stats")
+            return {"start": start, "end": end, "server_stats": stats}
+
+        return drive
+
+    def clap_driver(self, targets: list[Target], mix: ArticleMix, *, independent: bool) -> Driver:
+        o = self.options
+
+        async def drive(fleet: ReaderFleet | None) -> dict[str, Any]:
+            articles = [mix.hot] if mix.articles == 1 else [mix.article_id(i) for i in range(mix.articles)]
+            initial = await self.read_totals(targets, articles if len(articles) <= 50 else [], independent)
+            plan = ClapPlan(
+                targets=tuple(targets), mix=mix, rate=o.clap_rate, duration_s=o.duration_s,
+                start_at=time.time() + 3.0, click_rate=o.click_rate, batch_ms=o.batch_ms,
+                articles_per_session=o.articles_per_session, overclap_share=o.overclap_share,
+                processes=o.clapper_procs, seed=o.seed,
+            )
+            say(f"clapping: {plan.clappers} clappers, {o.clap_rate:g} taps/s for {o.duration_s:g}s, "
+                f"batches every {o.batch_ms:g} ms")
+            clapping = asyncio.create_task(run_clappers(plan))
+            # Clappers spread their first sends over two batch intervals; rates are measured once
+            # all of them tap, until they stop.
+            ramp = 2 * o.batch_ms / 1000
+            start, end = await self._mark_window(fleet, plan.start_at + ramp, o.duration_s - ramp)
+            profile = self._maybe_profile(start, o.duration_s)
+            ledger = await clapping
+            convergence, finals = await self.settle(fleet, targets, ledger, end, independent)
+            out = {
+                "start": start, "end": end,
+                "clappers": analysis.summarize_ledger(ledger, start, end),
+                "convergence": convergence,
+                "totals_vs_acks": analysis.check_totals(ledger, finals, initial),
+            }
+            if profile is not None:
+                out["gateway_profile"] = await self._finish_profile(profile)
+            return out
+
+        return drive
+
+    async def _mark_window(self, fleet: ReaderFleet | None, start_at: float, duration_s: float) -> tuple[float, float]:
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        start = fleet.mark("start") if fleet else time.time()
+        await asyncio.sleep(max(0.0, start_at + duration_s - time.time()))
+        end = fleet.mark("end") if fleet else time.time()
+        return start, end
+
+    def _maybe_profile(self, start: float, seconds: float) -> tuple[Any, Path] | None:
+        if not self.options.profile or "gateway-0" not in self.monitor.series:
+            return None
+        out = self.out_dir / "gateway-profile.txt"
+        # Started just after the start mark: clapping already runs, so the profile is of the run.
+        popen = start_py_spy(self.monitor.series["gateway-0"].pid, max(1.0, seconds - (time.time() - start) - 0.5), out)
+        if popen is None:
+            say("--profile: py-spy is not installed in this venv (pip install py-spy); skipping")
+            return None
+        return popen, out
+
+    async def _finish_profile(self, profile: tuple[Any, Path]) -> dict[str, Any]:
+        popen, out = profile
+        await asyncio.to_thread(popen.wait, 60)
+        return {"collapsed_stacks": out.name, **summarize_collapsed(out)}
+
+    # -- settling and totals -------------------------------------------------------------------
+
+    async def read_totals(self, targets: list[Target], articles: list[str], independent: bool) -> dict[str, int]:
+        """Article -> total: from the first gateway (shared store) or summed (independent ones)."""
+        slots = asyncio.Semaphore(16)
+
+        async def one(target: Target, article: str) -> tuple[str, int]:
+            async with slots:
+                doc = await request_json("GET", f"{target.http_base}/api/articles/{article}/claps")
+                return article, int(doc["total"])
+
+        asked = targets if independent else targets[:1]
+        totals: dict[str, int] = {}
+        for article, total in await asyncio.gather(*(one(t, a) for t in asked for a in articles)):
+            totals[article] = totals.get(article, 0) + total
+        return totals
+
+    async def settle(self, fleet: ReaderFleet | None, targets: list[Target], ledger: Ledger, end: float,
+                     independent: bool) -> tuple[dict[str, Any], dict[str, int]]:
+        """Wait until the totals stop moving and every reader shows its gateway's total."""
+        articles = sorted(ledger.tapped)
+        deadline = time.monotonic() + self.options.settle_timeout_s
+        previous: dict[tuple[int, str], int] | None = None
+        convergence: dict[str, Any] = {}
+        while True:
+            per_target = await self._totals_per_target(targets, articles)
+            if fleet is not None:
+                convergence = await fleet.convergence(per_target)
+            stable = per_target == previous and not convergence.get("behind")
+            if stable or time.monotonic() > deadline:
+                break
+            previous = per_target
+            await asyncio.sleep(0.5)
+        convergence["converged"] = bool(stable)
+        convergence["settle_seconds_after_end"] = round(time.time() - end, 2)
+        finals = await self.read_totals(targets, articles, independent)
+        say(f"settled: {convergence}")
+        return convergence, finals
+
+    async def _totals_per_target(self, targets: list[Target], articles: list[str]) -> dict[tuple[int, str], int]:
+        slots = asyncio.Semaphore(16)
+
+        async def one(index: int, target: Target, article: str) -> tuple[tuple[int, str], int]:
+            async with slots:
+                try:
+                    doc = await request_json("GET", f"{target.http_base}/api/articles/{article}/claps")
+                except (OSError, HttpError, TimeoutError):
+                    return (index, article), -1
+                return (index, article), int(doc["total"])
+
+        pairs = [(i, t, a) for i, t in enumerate(targets) for a in articles]
+        return dict(await asyncio.gather(*(one(i, t, a) for i, t, a in pairs)))
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def check(self, name: str, value: Any, target: str, ok: bool | None) -> None:
+        self.result["checks"].append({"check": name, "value": value, "target": target, "ok": ok})
+
+
+# -- the scenarios -------------------------------------------------------------------------------
+
+
+async def fanout(run: Run) -> None:
+    """10,000 readers of one article: delivered frames/s from the gateway vs a bare broadcast."""
+    o = run.options
+    mix = ArticleMix(run.prefix, 1, 1.0)
+    baseline = await start_baseline(run.out_dir)
+    run.managed.append(baseline)
+    run.monitor.watch("baseline", baseline.pid)
+    try:
+        base = await run.reader_phase("baseline", run.reader_plan([Target(
+            "127.0.0.1", int(baseline.base_url.rsplit(":", 1)[1]), "/")], mix), ["baseline"], run.baseline_driver(baseline))
+    finally:
+        await baseline.stop()
+        run.managed.remove(baseline)
+    env = {"CLAP_WINDOW_MS": str(o.window_ms if o.window_ms is not None else 5), **o.gateway_env}
+    targets = await run.gateway_targets(env)
+    try:
+        gate = await run.reader_phase("gateway", run.reader_plan(targets, mix),
+                                      [f"gateway-{i}" for i in range(len(targets))],
+                                      run.clap_driver(targets, mix, independent=False))
+    finally:
+        await run.stop_servers()
+    b = base["readers"]["frames_per_second"]["median_per_s"]
+    g = gate["readers"]["frames_per_second"]["median_per_s"]
+    ratio = round(g / b, 3) if b and g is not None else None
+    run.result["fanout_ratio"] = {"gateway_frames_per_s_median": g, "baseline_frames_per_s_median": b, "ratio": ratio}
+    run.check("gateway/baseline delivered frames/s (medians)", ratio, "report", None)
+    _reader_checks(run, gate, strict=False)
+
+
+async def hot(run: Run) -> None:
+    """10,000 readers of one article while clappers tap 1,000 claps/s."""
+    o = run.options
+    mix = ArticleMix(run.prefix, 1, 1.0)
+    env = {**({"CLAP_WINDOW_MS": str(o.window_ms)} if o.window_ms is not None else {}), **o.gateway_env}
+    targets = await run.gateway_targets(env)
+    try:
+        phase = await run.reader_phase("gateway", run.reader_plan(targets, mix),
+                                       [f"gateway-{i}" for i in range(len(targets))],
+                                       run.clap_driver(targets, mix, independent=False))
+    finally:
+        await run.stop_servers()
+    _reader_checks(run, phase, strict=True)
+
+
+async def platform(run: Run) -> None:
+    """Many connections over many articles across several gateways; idle memory and routing."""
+    o = run.options
+    mix = ArticleMix(run.prefix, max(1, o.articles), o.hot_share, cover_all=True, seed=o.seed)
+    targets = await run.gateway_targets({**o.gateway_env})
+    independent = o.start_embedded > 1  # embedded gateways do not share a store
+
+    async def hold_then_clap(fleet: ReaderFleet) -> dict[str, Any]:
+        say(f"holding {o.readers} idle connections for {o.hold_s:g}s")
+        await asyncio.sleep(o.hold_s)
+        if o.clap_rate <= 0:
+            now = time.time()
+            return {"start": now - o.hold_s, "end": now}
+        return await run.clap_driver(targets, mix, independent=independent)(fleet)
+
+    try:
+        phase = await run.reader_phase("platform", run.reader_plan(targets, mix),
+                                       [f"gateway-{i}" for i in range(len(targets))], hold_then_clap)
+    finally:
+        await run.stop_servers()
+    readers = phase["readers"]
+    run.check("readers connected", readers["connected"], f"{o.readers}", readers["connected"] == o.readers)
+    run.check("frames delivered to a room the reader did not join", readers["misrouted"], "0", readers["misrouted"] == 0)
+    for label, server in phase["servers"].items():
+        run.check(f"{label} RSS per idle connection (KB)", server.get("rss_kb_per_connection"), "report", None)
+    if "convergence" in phase:
+        run.check("readers converged to their gateway's totals", phase["convergence"]["converged"], "true",
+                  phase["convergence"]["converged"])
+        _totals_check(run, phase)
+
+
+async def ingest(run: Run) -> None:
+    """Clappers only: acked claps/s sustained, and acked claps against the final totals."""
+    o = run.options
+    mix = ArticleMix(run.prefix, max(1, o.articles), o.hot_share, seed=o.seed)
+    targets = await run.gateway_targets({**o.gateway_env})
+    try:
+        run.monitor.sample_once()
+        driven = await run.clap_driver(targets, mix, independent=o.start_embedded > 1)(None)
+    finally:
+        await run.stop_servers()
+    start, end = driven.pop("start"), driven.pop("end")
+    driven["servers"] = {
+        label: analysis.gateway_resources(run.monitor, label, start, start, start, end)
+        for label in run.monitor.series if label.startswith("gateway-")
+    }
+    driven["window"] = {"start": start, "end": end, "seconds": round(end - start, 3)}
+    driven["machine_busy_share"] = run.monitor.machine_busy(start, end)
+    run.result["phases"]["ingest"] = driven
+    acked = driven["clappers"]["acked_claps_per_second"]
+    offered = driven["clappers"]["taps_per_second"]
+    run.check("acked claps/s (median over seconds)", acked["median_per_s"], f"offered {offered['median_per_s']}", None)
+    run.check("acked claps/s p5 over seconds", acked.get("p5"), "sustained: close to the median", None)
+    _totals_check(run, driven)
+
+
+def _totals_check(run: Run, phase: dict[str, Any]) -> None:
+    totals = phase["totals_vs_acks"]
+    run.check("articles whose total disagrees with the acks", totals["mismatched"], "0", totals["mismatched"] == 0)
+
+
+def _reader_checks(run: Run, phase: dict[str, Any], *, strict: bool) -> None:
+    readers = phase["readers"]
+    latency = readers["latency_ms"]
+    rates = readers["per_reader_updates_per_s"]
+    convergence = phase.get("convergence", {})
+    target = run.options.readers
+    run.check("readers connected", readers["connected"], f"{target}", readers["connected"] == target)
+    run.check("readers converged to the final total", convergence.get("converged"), "true",
+              convergence.get("converged") if strict else None)
+    _totals_check(run, phase)
+    run.check("updates lost (skipped seq, all readers)", readers["lost"], "0", readers["lost"] == 0 if strict else None)
+    run.check("out of order / duplicated", f"{readers['out_of_order']} / {readers['duplicates']}", "0 / 0",
+              readers["out_of_order"] == 0 and readers["duplicates"] == 0)
+    run.check("updates/s per reader: min (p1, p50)", f"{rates.get('p0')} ({rates.get('p1')}, {rates.get('p50')})",
+              ">= 9", (rates.get("p0") or 0) >= 9 if strict else None)
+    run.check("latency p50 / p99 ms", f"{latency.get('p50')} / {latency.get('p99')}", "p99 <= 250",
+              (latency.get("p99") or math.inf) <= 250 if strict else None)
+    run.check("connections closed by the server", readers["closed_unexpectedly"], "0", readers["closed_unexpectedly"] == 0)
+
+
+SCENARIOS: dict[str, Callable[[Run], Awaitable[None]]] = {
+    "fanout": fanout, "hot": hot, "platform": platform, "ingest": ingest,
+}
+
+
+async def execute(options: Options) -> Run:
+    run = Run(options)
+    run.monitor.start()
+    try:
+        await SCENARIOS[options.scenario](run)
+    finally:
+        await run.stop_servers()
+        await run.monitor.stop()
+        run.result["finished_at"] = time.time()
+        run.result["monitor"] = run.monitor.to_json()
+    return run

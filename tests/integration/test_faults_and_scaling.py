@@ -1,0 +1,159 @@
+"""Scaling up and down, and crashes, while claps flow: totals stay exact, nothing acked is lost.
+
+Each test drives a steady stream of clap batches from many users, changes the deployment in the
+middle (a second gateway, a second processor worker, a kill -9), and then checks that every
+reader and the Cassandra row hold exactly the total implied by the acknowledged claps.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+
+from tests.integration.conftest import cassandra_total, start_pipeline
+from tests.support.clients import Reader, http_json, new_token, wait_all
+from tests.support.processes import ServiceProcess, free_port
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture(scope="module")
+def scaled(real_services, run_id, log_dir):
+    pipeline = start_pipeline(run_id, "scale", log_dir)
+    extra: list[ServiceProcess] = []
+    yield pipeline, extra
+    for process in [*extra, pipeline.gateway, pipeline.projector, pipeline.processor]:
+        process.stop()
+
+
+class ClapDriver:
+    """Many users clapping an article in small batches; remembers what was acknowledged."""
+
+    def __init__(self, clappers: list[Reader], article: str) -> None:
+        self.clappers = clappers
+        self.article = article
+        self.sent: dict[str, tuple[int, int]] = {}  # clap id -> (user index, count)
+
+    @classmethod
+    async def open(cls, base_url: str, ws_url: str, article: str, users: int) -> ClapDriver:
+        return cls([await Reader.open(ws_url, new_token(base_url)) for _ in range(users)], article)
+
+    async def run(self, rounds: int, pause_s: float) -> None:
+        for round_no in range(rounds):
+            for index, clapper in enumerate(self.clappers):
+                clap_id = f"r{round_no}-u{index}"
+                count = 1 + (round_no + index) % 4
+                self.sent[clap_id] = (index, count)
+                await clapper.clap(self.article, count, clap_id)
+            await asyncio.sleep(pause_s)
+
+    async def settle(self, timeout_s: float) -> None:
+        """Wait for an answer (ack or error) to every clap sent."""
+        def answered(index):
+            return lambda r: all(
+                cid in r.acks or any(e.get("id") == cid for e in r.errors)
+                for cid, (i, _) in self.sent.items() if i == index
+            )
+        await asyncio.gather(*(c.wait_for(answered(i), timeout_s) for i, c in enumerate(self.clappers)))
+
+    def acked_total(self) -> int:
+        per_user = [0] * len(self.clappers)
+        for clap_id, (index, count) in self.sent.items():
+            if clap_id in self.clappers[index].acks:
+                per_user[index] += count
+        return sum(min(total, 50) for total in per_user)
+
+    async def close(self) -> None:
+        for clapper in self.clappers:
+            await clapper.close()
+
+
+async def converge(readers: list[Reader], article: str, expected: int, keyspace: str, timeout_s: float = 60) -> None:
+    ok = await wait_all(readers, lambda r: r.totals.get(article) == expected, timeout_s)
+    assert ok, f"expected {expected}; readers hold {sorted({r.totals.get(article) for r in readers}, key=str)}"
+    assert all(r.out_of_order == 0 for r in readers)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (cassandra_total(keyspace, article) or (0,))[0] != expected:
+        await asyncio.sleep(0.3)
+    assert (cassandra_total(keyspace, article) or (0,))[0] == expected
+
+
+async def test_a_second_gateway_serves_the_same_rooms_and_scales_back_down(scaled, log_dir):
+    pipeline, extra = scaled
+    port = free_port()
+    second = ServiceProcess("scale-gateway-2", ["-m", "gateway"], {**pipeline.env, "PORT": str(port), "GATEWAY_NAME": "gateway-2"}, log_dir)
+    extra.append(second)
+    second.wait_for_http(f"http://127.0.0.1:{port}/healthz", 60)
+    article = f"two-gw-{uuid.uuid4().hex[:6]}"
+    on_first = [await Reader.open(pipeline.ws_url) for _ in range(20)]
+    on_second = [await Reader.open(f"ws://127.0.0.1:{port}/ws") for _ in range(20)]
+    for reader in on_first + on_second:
+        await reader.join(article)
+    # Claps arrive through the second gateway with a token issued by the first: one identity.
+    driver = ClapDriver([await Reader.open(f"ws://127.0.0.1:{port}/ws", new_token(pipeline.base_url)) for _ in range(8)], article)
+    await driver.run(rounds=5, pause_s=0.05)
+    await driver.settle(20)
+    await converge(on_first + on_second, article, driver.acked_total(), pipeline.keyspace)
+
+    # Scale down: the second gateway goes away; its readers reconnect to the first and rejoin.
+    second.stop()
+    readers = [await Reader.open(pipeline.ws_url) for _ in range(20)]
+    for reader in readers:
+        await reader.join(article)
+    assert await wait_all(readers, lambda r: r.totals.get(article) == driver.acked_total(), 20)
+    for client in on_first + readers:
+        await client.close()
+    await driver.close()
+
+
+async def test_processor_workers_scale_up_and_down_under_load_without_losing_a_clap(scaled, log_dir):
+    pipeline, extra = scaled
+    article = f"rebalance-{uuid.uuid4().hex[:6]}"
+    readers = [await Reader.open(pipeline.ws_url) for _ in range(10)]
+    for reader in readers:
+        await reader.join(article)
+    driver = await ClapDriver.open(pipeline.base_url, pipeline.ws_url, article, users=12)
+
+    clapping = asyncio.create_task(driver.run(rounds=40, pause_s=0.25))
+    await asyncio.sleep(2)
+    worker_2 = ServiceProcess("scale-processor-2", ["-m", "processor", "worker", "-l", "info"], {**pipeline.env, "PROCESSOR_WEB_PORT": str(free_port())}, log_dir)
+    extra.append(worker_2)
+    await asyncio.to_thread(worker_2.wait_for_log, "Ready", 90)  # a rebalance hands it partitions
+    await asyncio.sleep(2)
+    pipeline.processor.stop()  # scale down to one worker again, mid-stream
+    await clapping
+    await driver.settle(30)
+    await converge(readers, article, driver.acked_total(), pipeline.keyspace, timeout_s=90)
+    # Hand the original role back to a fresh worker for the next test.
+    pipeline.processor = worker_2
+    for reader in readers:
+        await reader.close()
+    await driver.close()
+
+
+async def test_kill_9_of_the_processor_and_the_projector_loses_nothing(scaled, log_dir):
+    pipeline, extra = scaled
+    article = f"crash-{uuid.uuid4().hex[:6]}"
+    readers = [await Reader.open(pipeline.ws_url) for _ in range(10)]
+    for reader in readers:
+        await reader.join(article)
+    driver = await ClapDriver.open(pipeline.base_url, pipeline.ws_url, article, users=12)
+    clapping = asyncio.create_task(driver.run(rounds=30, pause_s=0.2))
+    await asyncio.sleep(2)
+    pipeline.processor.kill()
+    pipeline.projector.kill()
+    await asyncio.sleep(1)
+    # Claps keep being acked while the processor is down: they wait in the durable log.
+    restarted = ServiceProcess("scale-processor-3", ["-m", "processor", "worker", "-l", "info"], {**pipeline.env, "PROCESSOR_WEB_PORT": str(free_port())}, log_dir)
+    projector = ServiceProcess("scale-projector-2", ["-m", "projector"], pipeline.env, log_dir)
+    extra.extend([restarted, projector])
+    await clapping
+    await driver.settle(30)
+    await converge(readers, article, driver.acked_total(), pipeline.keyspace, timeout_s=120)
+    rest = http_json(f"{pipeline.base_url}/api/articles/{article}/claps")
+    assert rest["total"] == driver.acked_total()
+    for reader in readers:
+        await reader.close()
+    await driver.close()
