@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from tests.integration.conftest import cassandra_total, start_pipeline
+from tests.support.pipeline import cassandra_total, start_pipeline
 from tests.support.clients import Reader, http_json, new_token, wait_all
 from tests.support.processes import ServiceProcess, free_port
 

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.integration.conftest import cassandra_total
+from tests.support.pipeline import cassandra_total
 from tests.support.clients import Reader, http_json, new_token, wait_all
 
 pytestmark = pytest.mark.services

@@ -1,0 +1,80 @@
+"""The distributed deployment in miniature: real Kafka and Cassandra, and the project's own
+processor (Faust), projector and gateway as subprocesses on names unique to this run."""
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pytest
+
+from processor.config import ProcessorConfig
+from processor.topics import ensure_topics
+from tests.support.processes import ServiceProcess, free_port
+
+
+@dataclass
+class Pipeline:
+    base_url: str
+    ws_url: str
+    env: dict[str, str]
+    keyspace: str
+    processor: ServiceProcess
+    projector: ServiceProcess
+    gateway: ServiceProcess
+
+
+def pipeline_env(run_id: str, name: str) -> dict[str, str]:
+    return {
+        "CLAP_MODE": "distributed",
+        "KAFKA_BOOTSTRAP": "127.0.0.1:9092",
+        "CASSANDRA_HOSTS": "127.0.0.1",
+        "CLAP_TOPIC": f"it-{run_id}-{name}-claps",
+        "COUNTS_TOPIC": f"it-{run_id}-{name}-counts",
+        "CLAP_PARTITIONS": "4",
+        "CASSANDRA_KEYSPACE": f"it_{run_id}_{name}",
+        "PROCESSOR_APP_PREFIX": f"it-{run_id}-{name}",
+        "PROJECTOR_GROUP": f"it-{run_id}-{name}-projector",
+        "CLAP_SECRET": "integration-secret",
+        "CLAP_WINDOW_MS": "100",
+        "CLAPS_PER_SECOND": "1000",
+        "CLAP_BURST": "1000",
+    }
+
+
+def start_pipeline(run_id: str, name: str, log_dir) -> Pipeline:
+    env = pipeline_env(run_id, name)
+    # In a thread of its own: callers may already run an event loop (Playwright, pytest-asyncio).
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, ensure_topics(ProcessorConfig.from_env(env))).result()
+    port = free_port()
+    processor = ServiceProcess(
+        f"{name}-processor", ["-m", "processor", "worker", "-l", "info"], {**env, "PROCESSOR_WEB_PORT": str(free_port())}, log_dir
+    )
+    projector = ServiceProcess(f"{name}-projector", ["-m", "projector"], env, log_dir)
+    gateway = ServiceProcess(f"{name}-gateway", ["-m", "gateway"], {**env, "PORT": str(port)}, log_dir)
+    base_url = f"http://127.0.0.1:{port}"
+    gateway.wait_for_http(f"{base_url}/healthz", 60)
+    projector.wait_for_log("projector consuming", 60)
+    processor.wait_for_log("Ready", 90)
+    return Pipeline(base_url, f"ws://127.0.0.1:{port}/ws", env, env["CASSANDRA_KEYSPACE"], processor, projector, gateway)
+
+
+@pytest.fixture(scope="session")
+def pipeline(real_services, run_id, log_dir):
+    started = start_pipeline(run_id, "main", log_dir)
+    yield started
+    for process in (started.gateway, started.projector, started.processor):
+        process.stop()
+
+
+def cassandra_total(keyspace: str, article: str) -> tuple[int, int] | None:
+    from cassandra.cluster import Cluster
+
+    cluster = Cluster(["127.0.0.1"], port=9042)
+    try:
+        session = cluster.connect()
+        row = session.execute(f"SELECT total, seq FROM {keyspace}.article_totals WHERE article = %s", (article,)).one()
+        return (row.total, row.seq) if row else None
+    finally:
+        cluster.shutdown()
