@@ -1,0 +1,106 @@
+"""The public contract (docs/PROTOCOL.md) against a live embedded gateway."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import struct
+import urllib.error
+import urllib.request
+
+import orjson
+import pytest
+
+from tests.support.clients import Reader, http_json, new_token, wait_all
+
+
+def status_of(url: str, method: str = "GET") -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_rest_api_shapes(embedded):
+    articles = http_json(f"{embedded.base_url}/api/articles")
+    assert {"id": "hello-claps", "title": "Hello, claps"} in articles
+    session = http_json(f"{embedded.base_url}/api/session", "POST")
+    assert set(session) == {"user", "token"} and session["token"].startswith(session["user"] + ".")
+    assert http_json(f"{embedded.base_url}/api/articles/never-clapped/claps") == {
+        "article": "never-clapped", "total": 0, "seq": 0, "epoch": 0
+    }
+    assert status_of(f"{embedded.base_url}/api/articles/bad%20id/claps") == 400
+    assert status_of(f"{embedded.base_url}/nothing-here") == 404
+    assert status_of(f"{embedded.base_url}/api/articles", "DELETE") == 405
+    assert status_of(f"{embedded.base_url}/healthz") == 200
+    assert status_of(f"{embedded.base_url}/metrics") == 200
+
+
+async def test_malformed_messages_get_errors_and_everyone_carries_on(embedded):
+    bystander = await Reader.open(embedded.ws_url)
+    await bystander.join("hello-claps")
+    client = await Reader.open(embedded.ws_url, new_token(embedded.base_url))
+    for bad in ["not json", "[]", '{"type":"clap","article":"a b","count":1,"id":"x"}', b"\x00binary"]:
+        await client.ws.send(bad)
+    await client.clap("hello-claps", 0, "zero")
+    assert await client.wait_for(lambda r: len(r.errors) == 5, 10)
+    assert [e["code"] for e in client.errors] == ["bad_request"] * 4 + ["bad_count"]
+    assert client.errors[-1]["id"] == "zero"
+    # The same connection still works, and so does everyone else's.
+    await client.join("hello-claps")
+    await client.clap("hello-claps", 2, "good")
+    assert await wait_all([client, bystander], lambda r: r.totals.get("hello-claps") == 2, 10)
+    assert "good" in client.acks
+    await client.close()
+    await bystander.close()
+
+
+async def test_a_connection_may_join_a_bounded_number_of_rooms(embedded):
+    client = await Reader.open(embedded.ws_url)
+    for index in range(17):
+        await client.join(f"room-{index}")
+    assert await client.wait_for(lambda r: r.errors, 10)
+    assert client.errors[0]["code"] == "too_many_rooms"
+    await client.close()
+
+
+def _raw_websocket(port: int, article: str) -> socket.socket:
+    """A client that joins and then never reads: the slowest reader there is."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert b" 101 " in response.split(b"\r\n")[0]
+    payload = orjson.dumps({"type": "join", "article": article})
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    sock.sendall(struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + masked)
+    return sock
+
+
+async def test_readers_that_never_read_do_not_slow_down_the_others(embedded):
+    stalled = [_raw_websocket(embedded.port, "slow-readers") for _ in range(20)]
+    fast = [await Reader.open(embedded.ws_url) for _ in range(5)]
+    for reader in fast:
+        await reader.join("slow-readers")
+    clappers = [await Reader.open(embedded.ws_url, new_token(embedded.base_url)) for _ in range(40)]
+    for round_no in range(10):
+        for index, clapper in enumerate(clappers):
+            await clapper.clap("slow-readers", 5, f"r{round_no}-{index}")
+        await asyncio.sleep(0.12)
+    expected = 40 * 50
+    assert await wait_all(fast, lambda r: r.totals.get("slow-readers") == expected, 20)
+    assert all(r.counts_received >= 5 for r in fast)
+    assert http_json(f"{embedded.base_url}/healthz")["connections"] >= 65
+    for sock in stalled:
+        sock.close()
+    for client in fast + clappers:
+        await client.close()

@@ -1,0 +1,89 @@
+"""Fan-out rules with fake sockets: the right rooms only, frames shared, slow readers conflated."""
+from core.messages import CountChanged
+from gateway.rooms import Reader, RoomRegistry
+
+
+class FakeTransport:
+    def __init__(self, buffered: int = 0) -> None:
+        self.frames: list[bytes] = []
+        self.buffered = buffered
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.frames.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+def total(article: str, seq: int, value: int | None = None) -> CountChanged:
+    return CountChanged(article, seq if value is None else value, 1, seq, 1, 0)
+
+
+def test_updates_reach_only_the_readers_of_their_article():
+    rooms = RoomRegistry()
+    a1, a2, b = (Reader(FakeTransport()) for _ in range(3))
+    rooms.join(a1, "a"), rooms.join(a2, "a"), rooms.join(b, "b")
+    assert rooms.publish(total("a", 1)) == 2
+    assert len(a1.transport.frames) == len(a2.transport.frames) == 1
+    assert b.transport.frames == []
+    assert rooms.publish(total("nobody-here", 1)) == 0
+
+
+def test_one_frame_object_is_shared_by_every_reader():
+    rooms = RoomRegistry()
+    readers = [Reader(FakeTransport()) for _ in range(50)]
+    for reader in readers:
+        rooms.join(reader, "a")
+    rooms.publish(total("a", 1))
+    assert len({id(r.transport.frames[0]) for r in readers}) == 1
+
+
+def test_older_or_repeated_positions_are_dropped():
+    rooms = RoomRegistry()
+    reader = Reader(FakeTransport())
+    rooms.join(reader, "a")
+    rooms.publish(total("a", 5))
+    rooms.publish(total("a", 4))
+    rooms.publish(total("a", 5))
+    assert len(reader.transport.frames) == 1
+
+
+def test_a_late_joiner_gets_the_latest_total_at_once():
+    rooms = RoomRegistry()
+    first = Reader(FakeTransport())
+    rooms.join(first, "a")
+    rooms.publish(total("a", 3))
+    late = Reader(FakeTransport())
+    rooms.join(late, "a")
+    assert late.transport.frames == first.transport.frames
+
+
+def test_a_slow_reader_keeps_only_the_newest_frame_and_the_fast_get_everything():
+    rooms = RoomRegistry(write_buffer_high=1000)
+    fast = Reader(FakeTransport())
+    slow = Reader(FakeTransport(buffered=5000))  # its socket is not draining
+    rooms.join(fast, "a"), rooms.join(slow, "a")
+    for seq in range(1, 101):
+        rooms.publish(total("a", seq))
+    assert len(fast.transport.frames) == 100
+    assert slow.transport.frames == []
+    assert slow.pending is not None and len(slow.pending) == 1  # bounded: one frame per article
+    assert rooms.frames_conflated == 99
+    slow.transport.buffered = 0
+    assert rooms.flush_backlog() == 0
+    assert slow.transport.frames == [fast.transport.frames[-1]]
+
+
+def test_leaving_and_dropping_forget_the_reader():
+    rooms = RoomRegistry()
+    reader = Reader(FakeTransport())
+    rooms.join(reader, "a"), rooms.join(reader, "b")
+    rooms.leave(reader, "a")
+    assert "a" not in rooms.rooms
+    rooms.drop(reader)
+    assert rooms.rooms == {}
+    assert reader.articles == set()
