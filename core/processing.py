@@ -69,3 +69,39 @@ class ClapProcessor:
 
     def next_due_ms(self) -> int | None:
         return self.windows.next_due_ms()
+
+    def announce_all(self, now_ms: int) -> list[CountChanged]:
+        """Number and return the current total of every article in the state.
+
+        Used once after catching up on a long backlog (a rebuild), when announcements were held
+        back: this re-announces everything the held-back windows would have said, and more.
+        """
+        for article_id in list(self.articles):
+            self.windows.add(article_id, 0, 0, now_ms)
+        return self.flush(now_ms, force=True)
+
+
+class CatchUp:
+    """Holds announcements back while the processor is far behind the log.
+
+    A rebuild (a new epoch) starts at offset 0: announcing its partial totals would make every
+    reader's count drop and climb back, since any epoch-2 total outranks epoch 1. So while the
+    lag is above ``max_lag`` nothing is announced; once caught up, every total is announced once.
+    Restarting during a catch-up simply catches up again, and announces everything at the end.
+    """
+
+    HOLD, FLUSH, ANNOUNCE_ALL = "hold", "flush", "announce_all"
+
+    def __init__(self, max_lag: int) -> None:
+        self.max_lag = max_lag
+        self.holding = False
+
+    def after_batch(self, lag: int) -> str:
+        """What to do after applying a batch, given the largest remaining lag in it."""
+        if lag > self.max_lag:
+            self.holding = True
+            return self.HOLD
+        if self.holding:
+            self.holding = False
+            return self.ANNOUNCE_ALL
+        return self.FLUSH

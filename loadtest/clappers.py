@@ -34,7 +34,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from loadtest.articles import ArticleMix
 from loadtest.httpclient import HttpError, request_json
-from loadtest.readers import Target
+from loadtest.plans import Target
 from loadtest.stats import Histogram, bucket_of
 
 USER_CAP = 50

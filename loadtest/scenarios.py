@@ -20,7 +20,8 @@ from loadtest.articles import ArticleMix, run_prefix
 from loadtest.clappers import ClapPlan, Ledger, run_clappers
 from loadtest.httpclient import HttpError, request_json
 from loadtest.procmon import ProcMonitor
-from loadtest.readers import ReaderFleet, ReaderPlan, Target
+from loadtest.plans import ReaderPlan, Target
+from loadtest.readers import ReaderFleet
 from loadtest.services import ManagedProcess, start_baseline, start_embedded_gateway, start_py_spy, summarize_collapsed
 
 DEFAULT_SOURCE_IPS = 8

@@ -80,6 +80,10 @@ class FrameParser:
         self._fragments: list[bytes] = []
         self._fragment_opcode = OP_TEXT
 
+    def is_empty(self) -> bool:
+        """No partial frame or fragmented message is pending."""
+        return not self._buffer and not self._fragments
+
     def feed(self, data: bytes) -> Iterator[tuple[int, bytes]]:
         buffer = self._buffer
         buffer += data

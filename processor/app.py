@@ -10,7 +10,9 @@ before it commits offsets, so an announced total is never older than the committ
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Generic, TypeVar
@@ -20,7 +22,7 @@ import faust
 from core.ledger import ArticleTally, UserClaps
 from core.messages import ClapRecorded
 from core.partitioning import partition_for_key
-from core.processing import ClapProcessor
+from core.processing import CatchUp, ClapProcessor
 from processor.config import ProcessorConfig
 
 log = logging.getLogger("processor")
@@ -97,8 +99,46 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+catch_up = CatchUp(config.catch_up_lag)
+
+
+def remaining_lag(events: list[faust.EventT]) -> int:
+    """How far the newest event of the batch is behind the end of its partition, at most."""
+    newest: dict[Any, int] = {}
+    for event in events:
+        newest[event.message.tp] = max(newest.get(event.message.tp, -1), event.message.offset)
+    return max((app.consumer.highwater(tp) - 1 - offset for tp, offset in newest.items()), default=0)
+
+
+async def wait_for_topic_metadata() -> None:
+    """Make the producer know every topic it will route by key before the first event.
+
+    ``use_partitioner`` routes table writes through the producer's partitioner, which needs the
+    changelog topic's partitions; right after Faust creates those topics the producer may not
+    know them yet, and the first table write would fail.
+    """
+    producer = app.producer._ensure_producer()  # faust-streaming exposes no public accessor
+    for topic in (users_table.changelog_topic_name, tallies_table.changelog_topic_name, config.counts_topic):
+        await producer.partitions_for(topic)
+
+
 @app.agent(claps_topic)
 async def count_claps(stream: faust.StreamT) -> None:
+    await wait_for_topic_metadata()
+    try:
+        await _count(stream)
+    except (asyncio.CancelledError, GeneratorExit):
+        raise
+    except BaseException:
+        # Faust acks a batch's events even when the agent body fails, and would commit their
+        # offsets with part of the batch unapplied. Exiting at once, before the next commit,
+        # turns any unexpected failure into a restart that re-reads the batch (idempotently).
+        log.critical("unexpected failure while counting claps; exiting before offsets commit", exc_info=True)
+        logging.shutdown()
+        os._exit(70)
+
+
+async def _count(stream: faust.StreamT) -> None:
     async for events in stream.take_events(config.max_batch, within=config.window_ms / 1000):
         now = now_ms()
         for event in events:
@@ -108,5 +148,13 @@ async def count_claps(stream: faust.StreamT) -> None:
                 log.warning("skipping malformed clap at %s[%d]@%d", event.message.topic, event.message.partition, event.message.offset)
                 continue
             core.apply(clap, event.message.offset, now)
-        for update in core.flush(now_ms(), force=True):
+        action = catch_up.after_batch(remaining_lag(events))
+        if action == CatchUp.HOLD:
+            continue
+        if action == CatchUp.ANNOUNCE_ALL:
+            log.info("caught up with the clap log: announcing every total at epoch %d", config.epoch)
+            updates = core.announce_all(now_ms())
+        else:
+            updates = core.flush(now_ms(), force=True)
+        for update in updates:
             await counts_topic.send(key=update.article.encode(), value=update.to_json())

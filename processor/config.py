@@ -15,6 +15,7 @@ class ProcessorConfig:
     window_ms: int = 100
     max_batch: int = 10_000
     epoch: int = 1
+    catch_up_lag: int = 20_000
     app_prefix: str = "clap-processor"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
@@ -36,6 +37,7 @@ class ProcessorConfig:
             window_ms=int(env.get("CLAP_WINDOW_MS", cls.window_ms)),
             max_batch=int(env.get("PROCESSOR_MAX_BATCH", cls.max_batch)),
             epoch=int(env.get("CLAP_EPOCH", cls.epoch)),
+            catch_up_lag=int(env.get("PROCESSOR_CATCH_UP_LAG", cls.catch_up_lag)),
             app_prefix=env.get("PROCESSOR_APP_PREFIX", cls.app_prefix),
             web_host=env.get("PROCESSOR_WEB_HOST", cls.web_host),
             web_port=int(env.get("PROCESSOR_WEB_PORT", cls.web_port)),

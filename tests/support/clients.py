@@ -29,6 +29,7 @@ class Reader:
         self.positions: dict[str, tuple[int, int]] = {}
         self.counts_received = 0
         self.out_of_order = 0
+        self.drops = 0  # a newer total below an older one: what a reader must never see
         self.acks: set[str] = set()
         self.errors: list[dict] = []
         self._task = asyncio.create_task(self._receive())
@@ -55,6 +56,8 @@ class Reader:
                         self.out_of_order += 1
                         continue
                     self.positions[doc["article"]] = position
+                    if doc["total"] < self.totals.get(doc["article"], 0):
+                        self.drops += 1
                     self.totals[doc["article"]] = doc["total"]
                     self.counts_received += 1
                 elif doc["type"] == "ack":

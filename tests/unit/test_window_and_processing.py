@@ -88,3 +88,24 @@ def test_epoch_outranks_any_sequence_of_the_epoch_before():
     assert is_newer((2, 1), (1, 10**9))
     assert not is_newer((1, 5), (1, 5))
     assert is_newer((0, 0), None)
+
+
+def test_catch_up_holds_back_then_announces_once():
+    from core.processing import CatchUp
+
+    catch_up = CatchUp(max_lag=100)
+    assert catch_up.after_batch(5) == CatchUp.FLUSH
+    assert catch_up.after_batch(5000) == CatchUp.HOLD
+    assert catch_up.after_batch(101) == CatchUp.HOLD
+    assert catch_up.after_batch(100) == CatchUp.ANNOUNCE_ALL
+    assert catch_up.after_batch(0) == CatchUp.FLUSH
+
+
+def test_announce_all_numbers_every_article_once_without_delta():
+    processor, _, _ = make_processor(window_ms=1000)
+    for offset, article in enumerate(["a", "b", "c"]):
+        processor.apply(clap(article=article, clap_id=str(offset), count=offset + 1), offset, 0)
+    processor.flush(2000)
+    processor.apply(clap(article="a", user="v", clap_id="x", count=2), 3, 2001)
+    updates = {u.article: u for u in processor.announce_all(2002)}
+    assert {a: (u.total, u.seq) for a, u in updates.items()} == {"a": (3, 2), "b": (2, 2), "c": (3, 2)}
