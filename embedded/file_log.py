@@ -20,6 +20,7 @@ class FileClapLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._drop_torn_tail()
         self._file = open(path, "ab", buffering=0)
+        self.end_offset = self._count_lines()  # the offset the next append will get
         self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._appended = asyncio.Condition()
@@ -34,6 +35,10 @@ class FileClapLog:
             data = f.read()
             if data and not data.endswith(b"\n"):
                 f.truncate(data.rfind(b"\n") + 1)
+
+    def _count_lines(self) -> int:
+        with open(self.path, "rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
     async def append(self, clap: ClapRecorded) -> None:
         if self._closed:
@@ -58,6 +63,7 @@ class FileClapLog:
                         if not done.done():
                             done.set_exception(error)
                     continue
+                self.end_offset += len(batch)
                 for _, done in batch:
                     if not done.done():
                         done.set_result(None)

@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 
 from core.ledger import ArticleTally, UserClaps
 from core.ports import CountFeed
-from core.processing import ClapProcessor
+from core.processing import CatchUp, ClapProcessor
 from embedded.file_log import FileClapLog
 from embedded.sqlite_store import SqliteCounterStore
 
@@ -52,6 +52,7 @@ class EmbeddedProcessor:
         epoch: int,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         max_batch: int = 20_000,
+        catch_up_lag: int = 20_000,
     ) -> None:
         self.clap_log = clap_log
         self.store = store
@@ -60,13 +61,15 @@ class EmbeddedProcessor:
         self.epoch = epoch
         self.clock_ms = clock_ms
         self.max_batch = max_batch
+        self.catch_up_lag = catch_up_lag
         self.applied_offset = -1
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
-        users, tallies, self.applied_offset = self.store.load_state()
+        users, tallies, self.applied_offset = self.store.load_state(self.epoch)
         tracked_users, tracked_tallies = _Tracked(users), _Tracked(tallies)
         core = ClapProcessor(tracked_users, tracked_tallies, window_ms=self.window_ms, epoch=self.epoch)
+        catch_up = CatchUp(self.catch_up_lag)
         log.info("embedded processor resuming after log offset %d", self.applied_offset)
         inbox: asyncio.Queue[tuple[int, object]] = asyncio.Queue(maxsize=self.max_batch)
         reader = asyncio.create_task(self._read_log(inbox), name="log-reader")
@@ -84,9 +87,15 @@ class EmbeddedProcessor:
                     applied = offset
                 if applied == self.applied_offset:
                     continue
-                totals = core.flush(now, force=True)
+                action = catch_up.after_batch(self.clap_log.end_offset - 1 - applied)
+                if action == CatchUp.HOLD:
+                    totals = []
+                elif action == CatchUp.ANNOUNCE_ALL:
+                    totals = core.announce_all(now)
+                else:
+                    totals = core.flush(now, force=True)
                 await self.store.commit(
-                    tracked_users.take_changes(), tracked_tallies.take_changes(), applied, totals
+                    tracked_users.take_changes(), tracked_tallies.take_changes(), applied, self.epoch, totals
                 )
                 self.applied_offset = applied
                 await self.feed.publish(totals)

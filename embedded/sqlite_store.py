@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS article_totals (
   epoch INTEGER NOT NULL, delta INTEGER NOT NULL, at_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS user_claps (key TEXT PRIMARY KEY, doc BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS article_tally (article TEXT PRIMARY KEY, doc BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS applied (id INTEGER PRIMARY KEY CHECK (id = 0), log_offset INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS applied (
+  id INTEGER PRIMARY KEY CHECK (id = 0), log_offset INTEGER NOT NULL, epoch INTEGER NOT NULL);
 """
 
 # Keep the row at the highest (epoch, seq): an older or repeated write changes nothing.
@@ -77,9 +78,19 @@ class SqliteCounterStore:
 
     # -- processor state ---------------------------------------------------------------------
 
-    def load_state(self) -> tuple[dict[str, UserClaps], dict[str, ArticleTally], int]:
-        """Everything the processor needs to resume: users, tallies, the last applied offset."""
+    def load_state(self, epoch: int) -> tuple[dict[str, UserClaps], dict[str, ArticleTally], int]:
+        """Everything the processor needs to resume: users, tallies, the last applied offset.
+
+        A higher ``epoch`` than the stored one is a rebuild: the processor state is dropped and
+        the log is applied again from offset 0. Published totals stay; the new epoch outranks them.
+        """
         with self._lock:
+            row = self._db.execute("SELECT epoch FROM applied WHERE id = 0").fetchone()
+            if row is not None and row[0] < epoch:
+                with _transaction(self._db):
+                    self._db.execute("DELETE FROM user_claps")
+                    self._db.execute("DELETE FROM article_tally")
+                    self._db.execute("DELETE FROM applied")
             users = {k: UserClaps.from_dict(orjson.loads(d)) for k, d in self._db.execute("SELECT key, doc FROM user_claps")}
             tallies = {a: ArticleTally.from_dict(orjson.loads(d)) for a, d in self._db.execute("SELECT article, doc FROM article_tally")}
             row = self._db.execute("SELECT log_offset FROM applied WHERE id = 0").fetchone()
@@ -90,12 +101,13 @@ class SqliteCounterStore:
         users: dict[str, UserClaps],
         tallies: dict[str, ArticleTally],
         applied_offset: int,
+        epoch: int,
         totals: Sequence[CountChanged],
     ) -> None:
         """Write changed state, the new applied offset and the emitted totals atomically."""
-        await asyncio.to_thread(self._run, self._commit, users, tallies, applied_offset, totals)
+        await asyncio.to_thread(self._run, self._commit, users, tallies, applied_offset, epoch, totals)
 
-    def _commit(self, users, tallies, applied_offset, totals) -> None:
+    def _commit(self, users, tallies, applied_offset, epoch, totals) -> None:
         with _transaction(self._db):
             self._db.executemany(
                 "INSERT OR REPLACE INTO user_claps (key, doc) VALUES (?, ?)",
@@ -105,7 +117,9 @@ class SqliteCounterStore:
                 "INSERT OR REPLACE INTO article_tally (article, doc) VALUES (?, ?)",
                 [(a, orjson.dumps(t.to_dict())) for a, t in tallies.items()],
             )
-            self._db.execute("INSERT OR REPLACE INTO applied (id, log_offset) VALUES (0, ?)", (applied_offset,))
+            self._db.execute(
+                "INSERT OR REPLACE INTO applied (id, log_offset, epoch) VALUES (0, ?, ?)", (applied_offset, epoch)
+            )
             self._write_totals(totals)
 
 

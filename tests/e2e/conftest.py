@@ -23,9 +23,9 @@ class EmbeddedService:
         self.process: ServiceProcess | None = None
         self.starts = 0
 
-    def start(self) -> None:
+    def start(self, **extra_env: str) -> None:
         self.starts += 1
-        env = {"CLAP_MODE": "embedded", "PORT": str(self.port), "CLAP_DATA_DIR": str(self.data_dir),
+        env = {**extra_env, "CLAP_MODE": "embedded", "PORT": str(self.port), "CLAP_DATA_DIR": str(self.data_dir),
                "CLAP_SECRET": "e2e-secret", "CLAPS_PER_SECOND": "1000", "CLAP_BURST": "1000"}
         self.process = ServiceProcess(f"{self.name}-{self.starts}", ["-m", "gateway"], env, self.log_dir)
         self.process.wait_for_http(f"{self.base_url}/healthz", 30)
