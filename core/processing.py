@@ -96,12 +96,19 @@ class CatchUp:
         self.max_lag = max_lag
         self.holding = False
 
-    def after_batch(self, lag: int) -> str:
-        """What to do after applying a batch, given the largest remaining lag in it."""
-        if lag > self.max_lag:
+    def after_batch(self, lag: int | None, *, batch_was_full: bool = False) -> str:
+        """What to do after applying a batch.
+
+        ``lag`` is the largest number of events still to read in any assigned partition, or
+        None when it is not known yet. While holding, an unknown lag or a full batch (more
+        events were waiting) keeps holding.
+        """
+        if lag is not None and lag > self.max_lag:
             self.holding = True
             return self.HOLD
         if self.holding:
+            if lag is None or batch_was_full:
+                return self.HOLD
             self.holding = False
             return self.ANNOUNCE_ALL
         return self.FLUSH

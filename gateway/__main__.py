@@ -44,7 +44,10 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
             clap_log = KafkaClapLog(config.kafka_bootstrap, config.clap_topic)
             await clap_log.start()
             stack.push_async_callback(clap_log.close)
-            store = CassandraCounterStore(config.cassandra_hosts, config.cassandra_port, config.cassandra_keyspace)
+            store = CassandraCounterStore(
+                config.cassandra_hosts, config.cassandra_port, config.cassandra_keyspace,
+                replication_factor=config.cassandra_replication_factor,
+            )
             await store.start()
             stack.push_async_callback(store.close)
             feed = KafkaCountFeed(config.kafka_bootstrap, config.counts_topic)

@@ -19,6 +19,7 @@ class GatewayConfig:
     cassandra_hosts: tuple[str, ...] = ("127.0.0.1",)
     cassandra_port: int = 9042
     cassandra_keyspace: str = "claps"
+    cassandra_replication_factor: int = 1
     window_ms: int = 100
     epoch: int = 1
     max_connections: int = 18000
@@ -49,6 +50,7 @@ class GatewayConfig:
             cassandra_hosts=tuple(env.get("CASSANDRA_HOSTS", "127.0.0.1").split(",")),
             cassandra_port=int(env.get("CASSANDRA_PORT", cls.cassandra_port)),
             cassandra_keyspace=env.get("CASSANDRA_KEYSPACE", cls.cassandra_keyspace),
+            cassandra_replication_factor=int(env.get("CASSANDRA_RF", cls.cassandra_replication_factor)),
             window_ms=int(env.get("CLAP_WINDOW_MS", cls.window_ms)),
             epoch=int(env.get("CLAP_EPOCH", cls.epoch)),
             max_connections=int(env.get("MAX_CONNECTIONS", cls.max_connections)),

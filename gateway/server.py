@@ -143,10 +143,14 @@ class Gateway:
                 return json_error(400, "bad_request", "article must match [A-Za-z0-9_-]{1,64}")
             total = await self.read_total(article)
             return json_response(200, {"article": article, "total": total.total, "seq": total.seq, "epoch": total.epoch})
-        if path == "/healthz":
+        if path in ("/healthz", "/readyz"):
+            # /healthz: alive. /readyz: alive and able to take more readers, so a load balancer
+            # stops sending new connections to a full gateway instead of having them refused.
+            full = self.connections >= self.config.max_connections
+            status = 503 if path == "/readyz" and full else 200
             return json_response(
-                200,
-                {"status": "ok", "gateway": self.config.name, "mode": self.config.mode,
+                status,
+                {"status": "full" if full else "ok", "gateway": self.config.name, "mode": self.config.mode,
                  "connections": self.connections, "rooms": len(self.rooms.rooms)},
             )
         if path == "/metrics":

@@ -102,12 +102,34 @@ def now_ms() -> int:
 catch_up = CatchUp(config.catch_up_lag)
 
 
-def remaining_lag(events: list[faust.EventT]) -> int:
-    """How far the newest event of the batch is behind the end of its partition, at most."""
-    newest: dict[Any, int] = {}
-    for event in events:
-        newest[event.message.tp] = max(newest.get(event.message.tp, -1), event.message.offset)
-    return max((app.consumer.highwater(tp) - 1 - offset for tp, offset in newest.items()), default=0)
+# The newest offset applied per clap partition this worker owns; forgotten on revocation, so
+# a partition handed back later is measured afresh.
+applied_offsets: dict[Any, int] = {}
+
+
+@app.on_partitions_revoked.connect
+async def forget_revoked(sender: Any, revoked: set, **kwargs: Any) -> None:
+    for tp in revoked:
+        applied_offsets.pop(tp, None)
+
+
+async def remaining_lag() -> int | None:
+    """Events still to read in the worst of this worker's clap partitions, None if unknown."""
+    worst = 0
+    for tp in app.consumer.assignment():
+        if tp.topic != config.clap_topic:
+            continue
+        end = app.consumer.highwater(tp)
+        if end is None or end < 0:
+            return None  # not fetched from yet
+        done = applied_offsets.get(tp)
+        if done is None:
+            position = await app.consumer.position(tp)
+            if position is None:
+                return None
+            done = position - 1
+        worst = max(worst, end - 1 - done)
+    return worst
 
 
 async def wait_for_topic_metadata() -> None:
@@ -148,7 +170,8 @@ async def _count(stream: faust.StreamT) -> None:
                 log.warning("skipping malformed clap at %s[%d]@%d", event.message.topic, event.message.partition, event.message.offset)
                 continue
             core.apply(clap, event.message.offset, now)
-        action = catch_up.after_batch(remaining_lag(events))
+            applied_offsets[event.message.tp] = event.message.offset
+        action = catch_up.after_batch(await remaining_lag(), batch_was_full=len(events) >= config.max_batch)
         if action == CatchUp.HOLD:
             continue
         if action == CatchUp.ANNOUNCE_ALL:

@@ -1,6 +1,7 @@
 """Deploy-time schema and readiness checks for deploy/k8s. Not part of the service itself.
 
-    python deploy/k8s/bootstrap.py keyspace   create the Cassandra keyspace and table at CASSANDRA_RF
+    python deploy/k8s/bootstrap.py keyspace   create the Cassandra keyspace and table at CASSANDRA_RF,
+                                              then check everything `wait` checks (exit 1 if not right)
     python deploy/k8s/bootstrap.py wait       block until topics and keyspace are what the service needs
 
 Why it exists: the gateway's CassandraCounterStore runs CREATE KEYSPACE IF NOT EXISTS with
@@ -45,6 +46,11 @@ async def topic_problems(config: ProcessorConfig) -> list[str]:
                 # Article -> partition placement depends on the count; it cannot be fixed by waiting.
                 problems.append(
                     f"topic {topic['topic']} has {count} partitions, CLAP_PARTITIONS is {config.partitions}"
+                )
+            replicas = min((len(p["replicas"]) for p in topic["partitions"]), default=0)
+            if replicas < config.replication_factor:
+                problems.append(
+                    f"topic {topic['topic']} has {replicas} replicas, KAFKA_RF is {config.replication_factor}"
                 )
         return problems
     finally:
@@ -124,11 +130,13 @@ def main(argv: list[str]) -> int:
     if command == "keyspace":
         config = ProjectorConfig.from_env()
         asyncio.run(create_keyspace(config))
-        found = keyspace_problems(config)
+        # Check the topics too (processor.topics leaves an existing topic as it is), so a wrong
+        # partition count or replication fails the Job rather than only stalling the pods.
+        found = problems()
         for problem in found:
             log.error("%s", problem)
         if not found:
-            log.info("keyspace %s ready at replication %d", config.cassandra_keyspace, config.replication_factor)
+            log.info("keyspace %s ready at replication %d; topics ready", config.cassandra_keyspace, config.replication_factor)
         return 1 if found else 0
     if command == "wait":
         wait()

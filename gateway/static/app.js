@@ -75,7 +75,8 @@
     };
     ws.onclose = () => {
       statusEl.textContent = "reconnecting…";
-      setTimeout(connect, backoff);
+      // Jitter spreads the reconnects of a whole gateway's readers when it goes away.
+      setTimeout(connect, backoff / 2 + Math.random() * backoff);
       backoff = Math.min(backoff * 2, 5000);
     };
   }

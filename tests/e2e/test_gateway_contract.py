@@ -104,3 +104,24 @@ async def test_readers_that_never_read_do_not_slow_down_the_others(embedded):
         sock.close()
     for client in fast + clappers:
         await client.close()
+
+
+def test_a_full_gateway_is_not_ready_and_refuses_websockets_clearly(tmp_path, log_dir):
+    from tests.e2e.conftest import EmbeddedService
+
+    service = EmbeddedService(tmp_path / "data", log_dir, name="full")
+    service.start(MAX_CONNECTIONS="2")
+    try:
+        import websockets.sync.client as sync_client
+
+        held = [sync_client.connect(service.ws_url) for _ in range(2)]
+        assert status_of(f"{service.base_url}/readyz") == 503
+        assert status_of(f"{service.base_url}/healthz") == 200
+        with pytest.raises(Exception) as refused:
+            sync_client.connect(service.ws_url)
+        assert "503" in str(refused.value)
+        assert "refusing websocket: at capacity" in service.process.log_text()
+        for connection in held:
+            connection.close()
+    finally:
+        service.stop()

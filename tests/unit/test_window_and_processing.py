@@ -109,3 +109,14 @@ def test_announce_all_numbers_every_article_once_without_delta():
     processor.apply(clap(article="a", user="v", clap_id="x", count=2), 3, 2001)
     updates = {u.article: u for u in processor.announce_all(2002)}
     assert {a: (u.total, u.seq) for a, u in updates.items()} == {"a": (3, 2), "b": (2, 2), "c": (3, 2)}
+
+
+def test_catch_up_keeps_holding_while_the_lag_is_unknown_or_events_are_waiting():
+    from core.processing import CatchUp
+
+    catch_up = CatchUp(max_lag=10)
+    assert catch_up.after_batch(None) == CatchUp.FLUSH  # not rebuilding: unknown lag is no reason to wait
+    assert catch_up.after_batch(50) == CatchUp.HOLD
+    assert catch_up.after_batch(None) == CatchUp.HOLD
+    assert catch_up.after_batch(0, batch_was_full=True) == CatchUp.HOLD
+    assert catch_up.after_batch(0) == CatchUp.ANNOUNCE_ALL
