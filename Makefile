@@ -12,7 +12,7 @@ SERVICES := bash deploy/local/services.sh
 DIST_ENV := CLAP_MODE=distributed KAFKA_BOOTSTRAP=127.0.0.1:9092 CASSANDRA_HOSTS=127.0.0.1 \
             CLAP_SECRET=$${CLAP_SECRET:-local-dev-secret-change-me} PYTHONPATH=$(CURDIR)
 
-.PHONY: help venv browser run up down status test test-unit test-fast bench clean
+.PHONY: help runtime venv browser run up down status test test-unit test-fast bench clean
 
 help:
 	@echo "make run    - the embedded service on http://127.0.0.1:$(PORT) (installs what it needs)"
@@ -20,12 +20,21 @@ help:
 	@echo "make up     - real Kafka + Cassandra + processor + projector + gateway on :$(PORT); make down stops them"
 	@echo "make bench  - the load test scenarios (see loadtest/README.md)"
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# Two stamps: `make run` needs only the runtime packages (seconds on a warm cache); the test
+# and benchmark tools (Playwright, matplotlib, ...) come with `make test` and `make bench`.
+$(VENV)/.runtime: requirements.txt
+	@echo "installing the runtime packages into $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.runtime requirements-dev.txt
+	@echo "installing the test and benchmark packages into $(VENV)"
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
 	touch $@
 
+runtime: $(VENV)/.runtime
 venv: $(VENV)/.installed
 
 # Debian's chromium for the browser tests (a test tool cannot download its own browser here).
@@ -34,11 +43,11 @@ browser:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji) >/dev/null; }
 
-run: venv
+run: runtime
 	@echo "embedded clap service: data in ./data, Ctrl-C stops it"
 	PORT=$(PORT) $(PY) -m gateway
 
-up: venv
+up: runtime
 	$(SERVICES) up
 	$(DIST_ENV) $(PY) -m processor.topics
 	$(PROC) start processor $(LOGS)/processor.log -- env $(DIST_ENV) $(PY) -m processor worker -l info || true

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from core.ledger import ArticleTally, UserClaps
 from core.ports import CountFeed
 from core.processing import CatchUp, ClapProcessor
 from embedded.file_log import FileClapLog

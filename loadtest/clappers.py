@@ -20,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import multiprocessing
+import multiprocessing.connection
 import random
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-import multiprocessing
 from typing import Any
 
 import orjson
@@ -240,20 +240,39 @@ async def _run_process(plan: ClapPlan, process: int) -> Ledger:
     return ledger
 
 
-def run_clapper_process(plan: ClapPlan, process: int) -> Ledger:
-    return asyncio.run(_run_process(plan, process))
+def _child_main(pipe: multiprocessing.connection.Connection, plan: ClapPlan, process: int) -> None:
+    pipe.send(asyncio.run(_run_process(plan, process)))
 
 
-async def run_clappers(plan: ClapPlan) -> Ledger:
-    """Run ``plan`` in ``plan.processes`` processes and merge their ledgers."""
-    total = Ledger()
-    if plan.clappers == 0:
+class ClapperFleet:
+    """Runs ``plan`` in ``plan.processes`` processes and merges their ledgers."""
+
+    def __init__(self, plan: ClapPlan) -> None:
+        self.plan = plan
+        self._processes: list[tuple[multiprocessing.process.BaseProcess, multiprocessing.connection.Connection]] = []
+
+    def start(self) -> list[int]:
+        """Start the processes (they wait for ``plan.start_at``); returns their pids."""
+        context = multiprocessing.get_context("spawn")
+        for index in range(self.plan.processes if self.plan.clappers else 0):
+            parent, child = context.Pipe(duplex=False)
+            process = context.Process(target=_child_main, args=(child, self.plan, index),
+                                      name=f"loadtest-clappers-{index}", daemon=True)
+            process.start()
+            child.close()
+            self._processes.append((process, parent))
+        return [p.pid for p, _ in self._processes if p.pid is not None]
+
+    async def result(self) -> Ledger:
+        total = Ledger()
+        limit = self.plan.start_at - time.time() + self.plan.duration_s + self.plan.ack_timeout_s + 90
+        for process, pipe in self._processes:
+            ready = await asyncio.to_thread(pipe.poll, max(1.0, limit))
+            if ready:
+                total.merge(pipe.recv())
+            else:
+                total.session_errors["clapper_process_timeout"] += 1
+            await asyncio.to_thread(process.join, 10)
+            if process.is_alive():
+                process.terminate()  # our own child, by its handle
         return total
-    loop = asyncio.get_running_loop()
-    with ProcessPoolExecutor(plan.processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-        ledgers = await asyncio.gather(
-            *(loop.run_in_executor(pool, run_clapper_process, plan, p) for p in range(plan.processes))
-        )
-    for ledger in ledgers:
-        total.merge(ledger)
-    return total

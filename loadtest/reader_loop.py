@@ -92,8 +92,7 @@ class Samples:
         self.dropped = 0
         self._second = -1
 
-    def add(self, now: float, latency_ms: float) -> None:
-        second = int(now)
+    def add(self, second: int, latency_ms: float) -> None:
         if second != self._second:
             self._second = second
             self.seconds.append((second, len(self.values)))
@@ -153,17 +152,7 @@ class ReaderLoop:
         while not self.done:
             self._start_connects()
             events = self.epoll.poll(0.05 if self.connecting else 0.25, 4096)
-            for fd, mask in events:
-                conn = self.conns.get(fd)
-                if conn is None:
-                    if fd == pipe_fd:
-                        self._on_commands()
-                elif conn.state == OPEN:
-                    self._on_readable(conn)
-                elif conn.state == CONNECTING:
-                    self._on_connected(conn, mask)
-                elif conn.state == HANDSHAKE:
-                    self._on_handshake(conn)
+            self._on_events(events, pipe_fd)
             now = time.monotonic()
             if now >= next_progress:
                 next_progress = now + PROGRESS_INTERVAL_S
@@ -172,6 +161,41 @@ class ReaderLoop:
             if now > deadline:
                 self.errors["lifetime_exceeded"] += 1
                 self._finish()
+
+    def _on_events(self, events: list[tuple[int, int]], pipe_fd: int) -> None:
+        """The hot path: one ``recv`` per ready socket, almost always one whole small frame."""
+        conns = self.conns
+        clock = time.time
+        on_text = self._on_text
+        frames = 0
+        for fd, mask in events:
+            conn = conns.get(fd)
+            if conn is None:
+                if fd == pipe_fd:
+                    self._on_commands()
+            elif conn.state == OPEN:
+                try:
+                    data = conn.sock.recv(RECV_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as error:
+                    self.errors[f"recv:{error.strerror}"] += 1
+                    data = b""
+                # One unfragmented text frame under 126 bytes, nothing buffered: parse in place.
+                if conn.parser is None and len(data) > 2 and data[0] == 0x81 and data[1] == len(data) - 2:
+                    on_text(conn, data[2:], clock())
+                    frames += 1
+                elif data:
+                    frames += self._on_data(conn, data)
+                else:
+                    self._on_closed(conn)
+            elif conn.state == CONNECTING:
+                self._on_connected(conn, mask)
+            elif conn.state == HANDSHAKE:
+                self._on_handshake(conn)
+        if frames:
+            second = int(clock())
+            self.frames[second] = self.frames.get(second, 0) + frames
 
     # -- connecting --------------------------------------------------------------------------
 
@@ -240,7 +264,9 @@ class ReaderLoop:
         bucket = bucket_of((time.time() - conn.started) * 1e6)
         self.connect_latency[bucket] = self.connect_latency.get(bucket, 0) + 1
         if rest:
-            self._on_data(conn, rest)
+            count = self._on_data(conn, rest)
+            second = int(time.time())
+            self.frames[second] = self.frames.get(second, 0) + count
 
     def _expire_connects(self, now: float) -> None:
         for conn in [c for c in self.connecting.values() if c.deadline < now]:
@@ -270,7 +296,7 @@ class ReaderLoop:
     # -- reading -----------------------------------------------------------------------------
 
     def _recv(self, conn: Conn) -> bytes | None:
-        """Bytes from the socket, or None when it closed (then it is dropped)."""
+        """Handshake bytes from the socket, or None when there are none or it closed."""
         try:
             data = conn.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -280,41 +306,29 @@ class ReaderLoop:
             self.errors[f"recv:{error.strerror}"] += 1
         if data:
             return data
-        if conn.state == HANDSHAKE:
-            self._failed(conn, "handshake:closed")
-        else:
-            if not conn.finishing:
-                self.closed_unexpectedly += 1
-            self._drop(conn)
+        self._failed(conn, "handshake:closed")
         return None
 
-    def _on_readable(self, conn: Conn) -> None:
-        data = self._recv(conn)
-        if data is not None:
-            self._on_data(conn, data)
+    def _on_closed(self, conn: Conn) -> None:
+        if not conn.finishing:
+            self.closed_unexpectedly += 1
+        self._drop(conn)
 
-    def _on_data(self, conn: Conn, data: bytes) -> None:
+    def _on_data(self, conn: Conn, data: bytes) -> int:
+        """Any byte stream: partial, several or fragmented frames, control frames. Returns text frames."""
         now = time.time()
-        length = len(data)
-        # The common case, by far: exactly one whole unfragmented text frame under 126 bytes.
-        if conn.parser is None and length > 2 and data[0] == 0x81 and data[1] == length - 2:
-            self._on_text(conn, data[2:], now)
-            count = 1
-        else:
-            if conn.parser is None:
-                conn.parser = FrameParser()
-            count = 0
-            for opcode, payload in conn.parser.feed(data):
-                if opcode == OP_TEXT:
-                    count += 1
-                    self._on_text(conn, payload, now)
-                else:
-                    self._on_control(conn, opcode, payload)
-            if conn.parser.is_empty():
-                conn.parser = None
-        if count:
-            second = int(now)
-            self.frames[second] = self.frames.get(second, 0) + count
+        if conn.parser is None:
+            conn.parser = FrameParser()
+        count = 0
+        for opcode, payload in conn.parser.feed(data):
+            if opcode == OP_TEXT:
+                count += 1
+                self._on_text(conn, payload, now)
+            else:
+                self._on_control(conn, opcode, payload)
+        if conn.parser.is_empty():
+            conn.parser = None
+        return count
 
     def _on_control(self, conn: Conn, opcode: int, payload: bytes) -> None:
         if opcode == OP_PING:
@@ -339,9 +353,11 @@ class ReaderLoop:
             return
         epoch = doc["epoch"]
         seq = doc["seq"]
-        if conn.seq < 0:
-            self.snapshots += 1  # the total sent on join: not a live update, no latency
-        elif epoch == conn.epoch:
+        if conn.seq < 0:  # the total sent on join: a snapshot, not a live update, no latency
+            self.snapshots += 1
+            conn.epoch, conn.seq, conn.total = epoch, seq, doc["total"]
+            return
+        if epoch == conn.epoch:
             gap = seq - conn.seq
             if gap <= 0:
                 if gap == 0:
@@ -350,21 +366,15 @@ class ReaderLoop:
                     conn.out_of_order += 1
                 return
             conn.lost += gap - 1
-            self._count_update(conn, doc["at"], now)
-        elif epoch > conn.epoch:
-            self._count_update(conn, doc["at"], now)  # a rebuild: positions restart, nothing to compare
-        else:
+        elif epoch < conn.epoch:
             conn.out_of_order += 1
             return
-        conn.epoch = epoch
-        conn.seq = seq
-        conn.total = doc["total"]
-
-    def _count_update(self, conn: Conn, at_ms: int, now: float) -> None:
+        # (a newer epoch is a rebuild: positions restart and there is nothing to compare)
+        conn.epoch, conn.seq, conn.total = epoch, seq, doc["total"]
         conn.updates += 1
         second = int(now)
         self.updates[second] = self.updates.get(second, 0) + 1
-        self.samples.add(now, now * 1000.0 - at_ms)
+        self.samples.add(second, now * 1000.0 - doc["at"])
 
     # -- commands from the orchestrator --------------------------------------------------------
 

@@ -71,12 +71,12 @@ def plot_throughput(result: dict[str, Any], out_dir: Path) -> str | None:
     for label, phase in phases.items():
         origin = phase["window"]["start"]
         if "readers" in phase:
-            series = phase["readers"]["series"]["frames"]
-            frames_ax.plot([s - origin for s, _ in series], [c for _, c in series], marker=".", label=f"{label}: frames/s at readers")
+            seconds, counts = _dense(phase["readers"]["series"]["frames"])
+            frames_ax.plot([s - origin for s in seconds], counts, marker=".", label=f"{label}: frames/s at readers")
         if "clappers" in phase:
             for key, name in (("taps", "taps/s sent"), ("acks", "claps/s acked")):
-                series = phase["clappers"]["series"][key]
-                claps_ax.plot([s - origin for s, _ in series], [c for _, c in series], marker=".", label=f"{label}: {name}")
+                seconds, counts = _dense(phase["clappers"]["series"][key])
+                claps_ax.plot([s - origin for s in seconds], counts, marker=".", label=f"{label}: {name}")
     for ax in (frames_ax, claps_ax):
         ax.axvline(0, color="grey", linestyle=":")
         ax.grid(True, alpha=0.3)
@@ -95,22 +95,33 @@ def _process_series(result: dict[str, Any]) -> dict[str, list[list[float]]]:
     return {label: p["samples"] for label, p in result.get("monitor", {}).get("processes", {}).items()}
 
 
+def _dense(series: list[list[int]]) -> tuple[list[int], list[int]]:
+    """Per-second counts with the silent seconds as zeros, so a plot shows gaps as drops."""
+    if not series:
+        return [], []
+    counts = dict((s, c) for s, c in series)
+    seconds = list(range(min(counts), max(counts) + 1))
+    return seconds, [counts.get(s, 0) for s in seconds]
+
+
 def plot_cpu(result: dict[str, Any], out_dir: Path) -> str | None:
     series = _process_series(result)
     if not series:
         return None
     origin = result["started_at"]
     fig, ax = plt.subplots(figsize=(11, 4))
-    readers: dict[float, float] = {}
+    groups: dict[str, dict[float, float]] = {}
     for label, samples in series.items():
-        points = [((b[0] + a[0]) / 2 - origin, (b[1] - a[1]) / (b[0] - a[0])) for a, b in zip(samples, samples[1:]) if b[0] > a[0]]
-        if "-readers-" in label:
-            for t, cores in points:  # all reader processes summed, by sample time rounded
-                readers[round(t * 2) / 2] = readers.get(round(t * 2) / 2, 0) + cores
-        elif points:
-            ax.plot([t for t, _ in points], [c for _, c in points], label=f"{label} CPU (cores)")
-    if readers:
-        ax.plot(sorted(readers), [readers[t] for t in sorted(readers)], label="reader processes CPU (cores)", alpha=0.7)
+        # Reader and clapper processes are summed per kind; servers are drawn one by one.
+        group = "reader processes" if "-readers-" in label else "clapper processes" if label.startswith("clappers-") else label
+        points = groups.setdefault(group, {})
+        for a, b in zip(samples, samples[1:]):
+            if b[0] > a[0]:
+                t = round(((a[0] + b[0]) / 2 - origin) * 2) / 2
+                points[t] = points.get(t, 0.0) + (b[1] - a[1]) / (b[0] - a[0])
+    for group, points in groups.items():
+        times = sorted(points)
+        ax.plot(times, [points[t] for t in times], label=f"{group} CPU (cores)")
     busy = result.get("monitor", {}).get("machine_busy", [])
     if busy:
         ax.plot([t - origin for t, _ in busy], [b * 2 for _, b in busy], color="black", linestyle=":", label="whole machine busy (cores of 2)")
@@ -125,7 +136,7 @@ def plot_cpu(result: dict[str, Any], out_dir: Path) -> str | None:
 
 
 def plot_memory(result: dict[str, Any], out_dir: Path) -> str | None:
-    series = {k: v for k, v in _process_series(result).items() if "-readers-" not in k}
+    series = {k: v for k, v in _process_series(result).items() if k.startswith(("gateway", "baseline"))}
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(8, 5))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 
 from loadtest import analysis
 from loadtest.articles import ArticleMix, run_prefix
-from loadtest.clappers import ClapPlan, Ledger, run_clappers
+from loadtest.clappers import ClapperFleet, ClapPlan, Ledger
 from loadtest.httpclient import HttpError, request_json
 from loadtest.procmon import ProcMonitor
 from loadtest.plans import ReaderPlan, Target
@@ -208,13 +209,15 @@ class Run:
             )
             say(f"clapping: {plan.clappers} clappers, {o.clap_rate:g} taps/s for {o.duration_s:g}s, "
                 f"batches every {o.batch_ms:g} ms")
-            clapping = asyncio.create_task(run_clappers(plan))
+            clappers = ClapperFleet(plan)
+            for i, pid in enumerate(clappers.start()):
+                self.monitor.watch(f"clappers-{i}", pid)
             # Clappers spread their first sends over two batch intervals; rates are measured once
             # all of them tap, until they stop.
             ramp = 2 * o.batch_ms / 1000
             start, end = await self._mark_window(fleet, plan.start_at + ramp, o.duration_s - ramp)
             profile = self._maybe_profile(start, o.duration_s)
-            ledger = await clapping
+            ledger = await clappers.result()
             convergence, finals = await self.settle(fleet, targets, ledger, end, independent)
             out = {
                 "start": start, "end": end,
@@ -445,6 +448,7 @@ SCENARIOS: dict[str, Callable[[Run], Awaitable[None]]] = {
 
 async def execute(options: Options) -> Run:
     run = Run(options)
+    run.monitor.watch("orchestrator", os.getpid())
     run.monitor.start()
     try:
         await SCENARIOS[options.scenario](run)

@@ -114,14 +114,13 @@ def test_a_full_gateway_is_not_ready_and_refuses_websockets_clearly(tmp_path, lo
     try:
         import websockets.sync.client as sync_client
 
-        held = [sync_client.connect(service.ws_url) for _ in range(2)]
-        assert status_of(f"{service.base_url}/readyz") == 503
-        assert status_of(f"{service.base_url}/healthz") == 200
-        with pytest.raises(Exception) as refused:
-            sync_client.connect(service.ws_url)
-        assert "503" in str(refused.value)
-        assert "refusing websocket: at capacity" in service.process.log_text()
-        for connection in held:
-            connection.close()
+        with sync_client.connect(service.ws_url), sync_client.connect(service.ws_url):
+            assert status_of(f"{service.base_url}/readyz") == 503
+            assert status_of(f"{service.base_url}/healthz") == 200
+            with pytest.raises(Exception) as refused:
+                with sync_client.connect(service.ws_url):
+                    pass
+            assert "503" in str(refused.value)
+            assert "refusing websocket: at capacity" in service.process.log_text()
     finally:
         service.stop()

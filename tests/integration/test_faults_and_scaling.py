@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from tests.support.pipeline import cassandra_total, start_pipeline
+from tests.support.pipeline import cassandra_total, running_pipeline, start_processor
 from tests.support.clients import Reader, http_json, new_token, wait_all
 from tests.support.processes import ServiceProcess, free_port
 
@@ -21,11 +21,8 @@ pytestmark = pytest.mark.services
 
 @pytest.fixture(scope="module")
 def scaled(real_services, run_id, log_dir):
-    pipeline = start_pipeline(run_id, "scale", log_dir)
-    extra: list[ServiceProcess] = []
-    yield pipeline, extra
-    for process in [*extra, pipeline.gateway, pipeline.projector, pipeline.processor]:
-        process.stop()
+    with running_pipeline(run_id, "scale", log_dir) as started:
+        yield started
 
 
 class ClapDriver:
@@ -118,9 +115,10 @@ async def test_processor_workers_scale_up_and_down_under_load_without_losing_a_c
 
     clapping = asyncio.create_task(driver.run(rounds=40, pause_s=0.25))
     await asyncio.sleep(2)
-    worker_2 = ServiceProcess("scale-processor-2", ["-m", "processor", "worker", "-l", "info"], {**pipeline.env, "PROCESSOR_WEB_PORT": str(free_port())}, log_dir)
+    worker_2 = start_processor(pipeline, "scale-processor-2", log_dir)
     extra.append(worker_2)
-    await asyncio.to_thread(worker_2.wait_for_log, "Ready", 90)  # a rebalance hands it partitions
+    await asyncio.to_thread(worker_2.wait_for_log, "Ready", 90)
+    assert pipeline.env["CLAP_TOPIC"] in worker_2.log_text()  # the rebalance gave it clap partitions
     await asyncio.sleep(2)
     pipeline.processor.stop()  # scale down to one worker again, mid-stream
     await clapping
@@ -146,7 +144,7 @@ async def test_kill_9_of_the_processor_and_the_projector_loses_nothing(scaled, l
     pipeline.projector.kill()
     await asyncio.sleep(1)
     # Claps keep being acked while the processor is down: they wait in the durable log.
-    restarted = ServiceProcess("scale-processor-3", ["-m", "processor", "worker", "-l", "info"], {**pipeline.env, "PROCESSOR_WEB_PORT": str(free_port())}, log_dir)
+    restarted = start_processor(pipeline, "scale-processor-3", log_dir)
     projector = ServiceProcess("scale-projector-2", ["-m", "projector"], pipeline.env, log_dir)
     extra.extend([restarted, projector])
     await clapping

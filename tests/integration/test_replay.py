@@ -6,19 +6,15 @@ import uuid
 import pytest
 
 from tests.support.clients import Reader, http_json, new_token, wait_all
-from tests.support.pipeline import cassandra_total, start_pipeline
-from tests.support.processes import ServiceProcess, free_port
+from tests.support.pipeline import cassandra_total, running_pipeline, start_processor
 
 pytestmark = pytest.mark.services
 
 
 @pytest.fixture(scope="module")
 def replayable(real_services, run_id, log_dir):
-    pipeline = start_pipeline(run_id, "replay", log_dir)
-    extra: list[ServiceProcess] = []
-    yield pipeline, extra
-    for process in [*extra, pipeline.gateway, pipeline.projector, pipeline.processor]:
-        process.stop()
+    with running_pipeline(run_id, "replay", log_dir) as started:
+        yield started
 
 
 async def test_a_rebuild_at_a_new_epoch_reproduces_every_total_and_outranks_the_old(replayable, log_dir):
@@ -40,12 +36,10 @@ async def test_a_rebuild_at_a_new_epoch_reproduces_every_total_and_outranks_the_
 
     # The rebuild: the old processor stops, a new one at epoch 2 reads the log from offset 0.
     pipeline.processor.stop()
-    rebuilt = ServiceProcess(
-        "replay-processor-e2", ["-m", "processor", "worker", "-l", "info"],
-        # Small batches and a small catch-up threshold, so the rebuild takes several batches
-        # and must hold its partial totals back until it has caught up.
-        {**pipeline.env, "CLAP_EPOCH": "2", "PROCESSOR_WEB_PORT": str(free_port()),
-         "PROCESSOR_MAX_BATCH": "10", "PROCESSOR_CATCH_UP_LAG": "5"}, log_dir,
+    # Small batches and a small catch-up threshold, so the rebuild takes several batches
+    # and must hold its partial totals back until it has caught up.
+    rebuilt = start_processor(
+        pipeline, "replay-processor-e2", log_dir, CLAP_EPOCH="2", PROCESSOR_MAX_BATCH="10", PROCESSOR_CATCH_UP_LAG="5"
     )
     extra.append(rebuilt)
     assert await reader.wait_for(lambda r: all(r.positions[a][0] == 2 for a in articles), 90)

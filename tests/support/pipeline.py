@@ -3,6 +3,8 @@ processor (Faust), projector and gateway as subprocesses on names unique to this
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -60,12 +62,30 @@ def start_pipeline(run_id: str, name: str, log_dir) -> Pipeline:
     return Pipeline(base_url, f"ws://127.0.0.1:{port}/ws", env, env["CASSANDRA_KEYSPACE"], processor, projector, gateway)
 
 
+def start_processor(pipeline: Pipeline, name: str, log_dir, **env: str) -> ServiceProcess:
+    """Another Faust worker of the same app (or, with CLAP_EPOCH, of a rebuild)."""
+    return ServiceProcess(
+        name, ["-m", "processor", "worker", "-l", "info"],
+        {**pipeline.env, "PROCESSOR_WEB_PORT": str(free_port()), **env}, log_dir,
+    )
+
+
+@contextmanager
+def running_pipeline(run_id: str, name: str, log_dir) -> Iterator[tuple[Pipeline, list[ServiceProcess]]]:
+    """A pipeline, plus a list where a test registers the extra processes it starts."""
+    started = start_pipeline(run_id, name, log_dir)
+    extra: list[ServiceProcess] = []
+    try:
+        yield started, extra
+    finally:
+        for process in [*extra, started.gateway, started.projector, started.processor]:
+            process.stop()
+
+
 @pytest.fixture(scope="session")
 def pipeline(real_services, run_id, log_dir):
-    started = start_pipeline(run_id, "main", log_dir)
-    yield started
-    for process in (started.gateway, started.projector, started.processor):
-        process.stop()
+    with running_pipeline(run_id, "main", log_dir) as (started, _):
+        yield started
 
 
 def cassandra_total(keyspace: str, article: str) -> tuple[int, int] | None:
