@@ -28,6 +28,7 @@ class GatewayConfig:
     clap_burst: int = 40
     inflight_claps_per_connection: int = 8
     write_buffer_high: int = 64 * 1024
+    keepalive_s: float = 20.0
     name: str = "gateway-1"
 
     @classmethod

@@ -19,6 +19,9 @@ from core.messages import CountChanged, is_newer
 log = logging.getLogger(__name__)
 
 
+PING_FRAME = Frame(Opcode.PING, b"").serialize(mask=False)
+
+
 def text_frame(payload: bytes) -> bytes:
     """A complete unmasked websocket text frame, as a server sends it (RFC 6455 §5.2)."""
     return Frame(Opcode.TEXT, payload).serialize(mask=False)
@@ -39,7 +42,9 @@ class Reader:
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
-        self.articles: set[str] = set()
+        # A tuple, not a set: a reader joins one article or a few, and 100,000 idle readers
+        # per machine make every byte here count.
+        self.articles: tuple[str, ...] = ()
         self.pending: dict[str, bytes] | None = None
 
 
@@ -73,13 +78,14 @@ class RoomRegistry:
         if room is None:
             room = self.rooms[article] = Room()
         room.readers.add(reader)
-        reader.articles.add(article)
+        if article not in reader.articles:
+            reader.articles += (article,)
         if room.latest is not None:
             self._deliver(reader, article, room.frame)
         return room
 
     def leave(self, reader: Reader, article: str) -> None:
-        reader.articles.discard(article)
+        reader.articles = tuple(a for a in reader.articles if a != article)
         if reader.pending:
             reader.pending.pop(article, None)
         room = self.rooms.get(article)
@@ -162,5 +168,15 @@ class RoomRegistry:
     def reader_count(self) -> int:
         return sum(len(room.readers) for room in self.rooms.values())
 
-    def articles(self) -> Iterable[str]:
-        return self.rooms.keys()
+    def ping_all(self, readers: Iterable[Reader]) -> None:
+        """Write one shared ping frame to every reader whose socket is draining.
+
+        One sweep for all connections instead of a keepalive task per connection: it keeps
+        proxies and NATs from dropping idle readers, and a dead peer's socket fails its writes
+        (with TCP keepalive as the backstop) and closes. Pongs need no tracking.
+        """
+        high = self.write_buffer_high
+        for reader in readers:
+            transport = reader.transport
+            if not transport.is_closing() and transport.get_write_buffer_size() < high:
+                transport.write(PING_FRAME)

@@ -9,6 +9,7 @@ import html
 import logging
 import re
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from core.identity import issue_token, verify_token
@@ -76,7 +78,7 @@ class Gateway:
         self.clock_ms = clock_ms
         self.rooms = RoomRegistry(write_buffer_high=config.write_buffer_high)
         self.metrics = Metrics()
-        self.connections = 0
+        self.readers: set[Reader] = set()
         self._loading: dict[str, asyncio.Task[None]] = {}
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -87,6 +89,7 @@ class Gateway:
         updates = await self.feed.subscribe()
         self._tasks.append(asyncio.create_task(self._consume_feed(updates), name="feed"))
         self._tasks.append(asyncio.create_task(self.rooms.run_backlog_flusher(), name="backlog"))
+        self._tasks.append(asyncio.create_task(self._keepalive(), name="keepalive"))
         self._server = await serve(
             self._handle,
             self.config.host,
@@ -95,8 +98,7 @@ class Gateway:
             compression=None,  # frames are built once and shared; per-socket deflate would undo that
             max_size=4096,
             max_queue=16,
-            ping_interval=20,
-            ping_timeout=20,
+            ping_interval=None,  # one sweep pings everyone (_keepalive): no task per connection
             close_timeout=2,
         )
         log.info("gateway %s listening on http://%s:%d (%s mode)", self.config.name, self.config.host, self.port, self.config.mode)
@@ -114,6 +116,11 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def _keepalive(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.keepalive_s)
+            self.rooms.ping_all(self.readers)
+
     async def _consume_feed(self, updates: AsyncIterator[CountChanged]) -> None:
         async for update in updates:
             self.metrics.updates_in.inc()
@@ -125,9 +132,9 @@ class Gateway:
         path, query = split_path(request)
         method = request.method
         if path == "/ws":
-            if self.connections >= self.config.max_connections:
+            if len(self.readers) >= self.config.max_connections:
                 self.metrics.refused_connections.inc()
-                log.warning("refusing websocket: at capacity (%d connections)", self.connections)
+                log.warning("refusing websocket: at capacity (%d connections)", len(self.readers))
                 return json_error(503, "at_capacity", "this gateway holds its maximum of connections; retry another")
             return None
         if method == "POST" and path == "/api/session":
@@ -146,15 +153,15 @@ class Gateway:
         if path in ("/healthz", "/readyz"):
             # /healthz: alive. /readyz: alive and able to take more readers, so a load balancer
             # stops sending new connections to a full gateway instead of having them refused.
-            full = self.connections >= self.config.max_connections
+            full = len(self.readers) >= self.config.max_connections
             status = 503 if path == "/readyz" and full else 200
             return json_response(
                 status,
                 {"status": "full" if full else "ok", "gateway": self.config.name, "mode": self.config.mode,
-                 "connections": self.connections, "rooms": len(self.rooms.rooms)},
+                 "connections": len(self.readers), "rooms": len(self.rooms.rooms)},
             )
         if path == "/metrics":
-            self.metrics.connections.set(self.connections)
+            self.metrics.connections.set(len(self.readers))
             self.metrics.rooms.set(len(self.rooms.rooms))
             self.metrics.frames_out.set(self.rooms.frames_written)
             return respond(200, generate_latest(self.metrics.registry), "text/plain; version=0.0.4")
@@ -201,16 +208,31 @@ class Gateway:
 
     # -- websocket ---------------------------------------------------------------------------
 
+    def _identify(self, request: Request) -> str | None:
+        """The verified user of a websocket, from ?token= or the page's cookie (None: read-only)."""
+        _, query = split_path(request)
+        token = (query.get("token") or [None])[0] or cookie(request, TOKEN_COOKIE)
+        return verify_token(self.config.secret, token)
+
     async def _handle(self, connection: ServerConnection) -> None:
-        _, query = split_path(connection.request)
-        token = (query.get("token") or [None])[0] or cookie(connection.request, TOKEN_COOKIE)
-        user = verify_token(self.config.secret, token)
+        # Kept lean on purpose: this frame lives as long as the connection, and a gateway holds
+        # its capacity in idle connections (see docs/BENCHMARKS.md, memory per connection).
+        user = self._identify(connection.request)
+        # An idle reader may stay for hours: do not keep the handshake's headers (3 KB of the
+        # 15 KB an idle connection costs). websockets needs a request object, not its headers.
+        connection.request = Request("/ws", Headers())
+        connection.response = None
         reader = Reader(connection.transport)
-        bucket = TokenBucket(self.config.claps_per_second, self.config.clap_burst, self.clock_ms())
-        inflight = asyncio.Semaphore(self.config.inflight_claps_per_connection)
-        self.connections += 1
+        _enable_tcp_keepalive(connection.transport.get_extra_info("socket"))
+        # Most readers never clap: the clapping state is made on the first clap, which keeps an
+        # idle connection small (capacity is counted in idle connections).
+        bucket: TokenBucket | None = None
+        inflight: asyncio.Semaphore | None = None
+        self.readers.add(reader)
         try:
-            async for raw in connection:
+            while True:
+                # recv() rather than `async for`: no async generator frame per idle connection.
+                raw = await connection.recv()
                 if isinstance(raw, bytes):
                     await self._send_error(connection, Refused("bad_request", "send JSON text frames, not binary"))
                     continue
@@ -223,6 +245,9 @@ class Gateway:
                     elif isinstance(message, Clap):
                         if user is None:
                             raise Refused("unauthenticated", "clapping needs a session token", message.clap_id)
+                        if bucket is None:
+                            bucket = TokenBucket(self.config.claps_per_second, self.config.clap_burst, self.clock_ms())
+                            inflight = asyncio.Semaphore(self.config.inflight_claps_per_connection)
                         if not bucket.take(self.clock_ms()):
                             raise Refused("rate_limited", "too many claps; slow down", message.clap_id)
                         await inflight.acquire()  # backpressure: stop reading this socket
@@ -232,7 +257,7 @@ class Gateway:
         except ConnectionClosed:
             pass
         finally:
-            self.connections -= 1
+            self.readers.discard(reader)
             self.rooms.drop(reader)
 
     def _join(self, reader: Reader, article: str) -> None:
@@ -278,3 +303,14 @@ class Gateway:
             await connection.send(orjson.dumps(doc).decode())
         except ConnectionClosed:
             pass
+
+
+def _enable_tcp_keepalive(sock: socket.socket | None) -> None:
+    """Let the kernel find peers that vanished without a FIN, at no cost per connection here."""
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)

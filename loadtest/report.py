@@ -122,9 +122,12 @@ def plot_cpu(result: dict[str, Any], out_dir: Path) -> str | None:
     for group, points in groups.items():
         times = sorted(points)
         ax.plot(times, [points[t] for t in times], label=f"{group} CPU (cores)")
-    busy = result.get("monitor", {}).get("machine_busy", [])
-    if busy:
-        ax.plot([t - origin for t, _ in busy], [b * 2 for _, b in busy], color="black", linestyle=":", label="whole machine busy (cores of 2)")
+    machine = result.get("monitor", {}).get("machine_busy", [])
+    cores = result.get("monitor", {}).get("cores", 2)
+    for key, style in (("busy", ":"), ("softirq", "--")):
+        if machine:
+            ax.plot([t - origin for t, _ in machine], [s[key] * cores for _, s in machine], color="black",
+                    linestyle=style, label=f"whole machine {key} (cores of {cores})")
     ax.set_xlabel("seconds since the run started")
     ax.set_ylabel("cores")
     ax.grid(True, alpha=0.3)
@@ -214,11 +217,18 @@ def phase_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
             ]
         for server, res in phase.get("servers", {}).items():
             rows += [
-                (label, f"{server} CPU cores during run", _fmt(res.get("cpu_cores_during_run"))),
+                (label, f"{server} CPU cores during run (main thread waiting for a core)",
+                 f"{_fmt(res.get('cpu_cores_during_run'))} ({_fmt(res.get('main_thread_waiting_for_cpu_share'))})"),
                 (label, f"{server} RSS MB idle -> connected (KB/conn)", f"{_fmt(res.get('rss_mb_idle'))} -> {_fmt(res.get('rss_mb_connected'))} ({_fmt(res.get('rss_kb_per_connection'))})"),
             ]
-        if phase.get("machine_busy_share") is not None:
-            rows.append((label, "machine busy (share of both cores)", _fmt(phase["machine_busy_share"])))
+        noise = phase.get("other_processes_busy") or []
+        if noise:
+            rows.append((label, "other processes busy meanwhile (cores)",
+                         ", ".join(f"{n['cores']:.2f} {n['command'][:40]}" for n in noise[:4])))
+        machine = phase.get("machine_busy_share")
+        if machine:
+            rows.append((label, "machine share busy (user / system / softirq / steal)",
+                         f"{_fmt(machine['busy'])} ({' / '.join(_fmt(machine[k]) for k in ('user', 'system', 'softirq', 'steal'))})"))
     return rows
 
 

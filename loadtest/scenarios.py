@@ -20,7 +20,7 @@ from loadtest import analysis
 from loadtest.articles import ArticleMix, run_prefix
 from loadtest.clappers import ClapperFleet, ClapPlan, Ledger
 from loadtest.httpclient import HttpError, request_json
-from loadtest.procmon import ProcMonitor
+from loadtest.procmon import ProcMonitor, all_processes_cpu, busiest_between
 from loadtest.plans import ReaderPlan, Target
 from loadtest.readers import ReaderFleet
 from loadtest.services import ManagedProcess, start_baseline, start_embedded_gateway, start_py_spy, summarize_collapsed
@@ -88,6 +88,7 @@ class Run:
             "checks": [],
         }
         self.private: dict[str, Any] = {}  # histograms and raw lists for the plots, not the JSON
+        self.noise: list[list[dict[str, Any]]] = []  # other processes busy during measured windows
 
     # -- servers -------------------------------------------------------------------------------
 
@@ -186,12 +187,11 @@ class Run:
         async def drive(fleet: ReaderFleet) -> dict[str, Any]:
             await request_json("POST", f"{server.base_url}/broadcast?seconds={o.duration_s}"
                                        f"&interval_ms={o.baseline_interval_ms}")
-            start = fleet.mark("start")
-            await asyncio.sleep(o.duration_s)
-            end = fleet.mark("end")
+            start, end, _ = await self._mark_window(fleet, time.time(), o.duration_s)
             await asyncio.sleep(2.0)  # frames still in socket buffers are delivered, not lost
             stats = await request_json("GET", f"{server.base_url}/stats")
-            return {"start": start, "end": end, "server_stats": stats}
+            return {"start": start, "end": end, "server_stats": stats,
+                    "other_processes_busy": self.noise[-1] if self.noise else []}
 
         return drive
 
@@ -215,12 +215,12 @@ class Run:
             # Clappers spread their first sends over two batch intervals; rates are measured once
             # all of them tap, until they stop.
             ramp = 2 * o.batch_ms / 1000
-            start, end = await self._mark_window(fleet, plan.start_at + ramp, o.duration_s - ramp)
-            profile = self._maybe_profile(start, o.duration_s)
+            start, end, profile = await self._mark_window(fleet, plan.start_at + ramp, o.duration_s - ramp)
             ledger = await clappers.result()
             convergence, finals = await self.settle(fleet, targets, ledger, end, independent)
             out = {
                 "start": start, "end": end,
+                "other_processes_busy": self.noise[-1] if self.noise else [],
                 "clappers": analysis.summarize_ledger(ledger, start, end),
                 "convergence": convergence,
                 "totals_vs_acks": analysis.check_totals(ledger, finals, initial),
@@ -231,19 +231,23 @@ class Run:
 
         return drive
 
-    async def _mark_window(self, fleet: ReaderFleet | None, start_at: float, duration_s: float) -> tuple[float, float]:
+    async def _mark_window(self, fleet: ReaderFleet | None, start_at: float, duration_s: float
+                           ) -> tuple[float, float, tuple[Any, Path] | None]:
+        """Mark start and end of the measured window; profile the gateway in between if asked."""
         await asyncio.sleep(max(0.0, start_at - time.time()))
         start = fleet.mark("start") if fleet else time.time()
+        profile = self._maybe_profile(duration_s)
+        before = all_processes_cpu()
         await asyncio.sleep(max(0.0, start_at + duration_s - time.time()))
         end = fleet.mark("end") if fleet else time.time()
-        return start, end
+        self.noise.append(busiest_between(before, all_processes_cpu(), end - start, self.monitor.own_pids()))
+        return start, end, profile
 
-    def _maybe_profile(self, start: float, seconds: float) -> tuple[Any, Path] | None:
+    def _maybe_profile(self, seconds: float) -> tuple[Any, Path] | None:
         if not self.options.profile or "gateway-0" not in self.monitor.series:
             return None
         out = self.out_dir / "gateway-profile.txt"
-        # Started just after the start mark: clapping already runs, so the profile is of the run.
-        popen = start_py_spy(self.monitor.series["gateway-0"].pid, max(1.0, seconds - (time.time() - start) - 0.5), out)
+        popen = start_py_spy(self.monitor.series["gateway-0"].pid, seconds, out)
         if popen is None:
             say("--profile: py-spy is not installed in this venv (pip install py-spy); skipping")
             return None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -119,10 +120,13 @@ def start_py_spy(pid: int, seconds: float, out_path: Path) -> subprocess.Popen[b
     binary = py_spy_path()
     if binary is None:
         return None
-    argv = [binary, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))), "--rate", "200",
+    argv = [binary, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))), "--rate", "100",
             "--format", "raw", "--output", str(out_path), "--nonblocking"]
     with open(out_path.with_suffix(".log"), "wb") as log:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+_LINE_NUMBER = re.compile(r":\d+\)$")
 
 
 def summarize_collapsed(path: Path, top: int = 25) -> dict[str, list[tuple[str, float]]]:
@@ -137,7 +141,7 @@ def summarize_collapsed(path: Path, top: int = 25) -> dict[str, list[tuple[str, 
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = stack.split(";")
+        frames = [_LINE_NUMBER.sub(")", frame) for frame in stack.split(";")]  # per function, not per line
         total += count
         own[frames[-1]] += count
         for frame in set(frames):

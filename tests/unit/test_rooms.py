@@ -86,4 +86,13 @@ def test_leaving_and_dropping_forget_the_reader():
     assert "a" not in rooms.rooms
     rooms.drop(reader)
     assert rooms.rooms == {}
-    assert reader.articles == set()
+    assert reader.articles == ()
+
+
+def test_one_ping_sweep_reaches_every_draining_reader():
+    from gateway.rooms import PING_FRAME
+
+    rooms = RoomRegistry(write_buffer_high=1000)
+    idle, busy = Reader(FakeTransport()), Reader(FakeTransport(buffered=5000))
+    rooms.ping_all([idle, busy])
+    assert idle.transport.frames == [PING_FRAME] and busy.transport.frames == []
