@@ -6,7 +6,10 @@ import asyncio
 import sys
 from pathlib import Path
 
+import orjson
+
 from loadtest import report
+from loadtest.calibrate import calibrate
 from loadtest.scenarios import Options, execute
 
 # Small sizes by default so that a smoke run of any scenario takes well under a minute.
@@ -25,6 +28,7 @@ HELP = {
     "platform": "many connections over many articles across --gateway URLs; idle memory, routing",
     "ingest": "clappers only, at --clap-rate; acked claps/s and acks vs final totals (distributed pipeline)",
     "all": "smoke: fanout then hot, each against an embedded gateway this tool starts",
+    "calibrate": "raw socket.send cost per frame on this machine: the fan-out ceiling of one core",
 }
 
 
@@ -94,6 +98,9 @@ def run_one(options: Options) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.scenario == "calibrate":
+        print(orjson.dumps(calibrate(min(args.readers or 2000, 15000)), option=orjson.OPT_INDENT_2).decode())
+        return 0
     if args.scenario == "all":
         if not args.start_embedded and not args.gateways:
             args.start_embedded = 1

@@ -1,9 +1,19 @@
 """What the load test connects to and how readers are spread: shared by the orchestrator and children."""
 from __future__ import annotations
 
+import ipaddress
+import socket
 from dataclasses import dataclass
 
 from loadtest.articles import ArticleMix
+
+
+def loopback_address(host: str) -> str:
+    """The IPv4 address of ``host``, which must be in 127.0.0.0/8: the load test sends traffic nowhere else."""
+    address = ipaddress.ip_address(socket.gethostbyname(host))
+    if address not in ipaddress.ip_network("127.0.0.0/8"):
+        raise ValueError(f"{host} is {address}: this tool only talks to 127.0.0.0/8")
+    return str(address)
 
 
 @dataclass(frozen=True)
@@ -21,7 +31,7 @@ class Target:
         if scheme not in ("ws", "http") or not host or not port:
             raise ValueError(f"expected ws://host:port[/path] or http://host:port, got {url!r}")
         path = "/" + path if slash and path else "/ws"
-        return cls(host, int(port), path)
+        return cls(loopback_address(host), int(port), path)
 
     @property
     def http_base(self) -> str:

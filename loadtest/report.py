@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 from typing import Any
 
@@ -138,13 +139,19 @@ def plot_cpu(result: dict[str, Any], out_dir: Path) -> str | None:
     return "cpu.png"
 
 
+_SERVER_LABEL = re.compile(r"^(gateway-\d+|baseline)$")
+
+
 def plot_memory(result: dict[str, Any], out_dir: Path) -> str | None:
-    series = {k: v for k, v in _process_series(result).items() if k.startswith(("gateway", "baseline"))}
+    series = {k: v for k, v in _process_series(result).items() if _SERVER_LABEL.match(k)}
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(8, 5))
     for label, samples in series.items():
-        ax.plot([s[3] for s in samples], [s[2] / 1024 for s in samples], marker=".", linestyle="-", alpha=0.7, label=label)
+        # Only the ramp up: after the run the sockets close but freed memory is not returned.
+        peak = max(range(len(samples)), key=lambda i: samples[i][3]) if samples else 0
+        ramp = samples[: peak + 1]
+        ax.scatter([s[3] for s in ramp], [s[2] / 1024 for s in ramp], s=12, label=label)
     ax.set_xlabel("open file descriptors of the process (≈ connections)")
     ax.set_ylabel("RSS, MB")
     ax.grid(True, alpha=0.3)
@@ -241,6 +248,10 @@ def summary_text(result: dict[str, Any], report: Path | None = None) -> str:
         f = result["fanout_ratio"]
         lines.append(f"  fan-out: gateway {_fmt(f['gateway_frames_per_s_median'])} / baseline "
                      f"{_fmt(f['baseline_frames_per_s_median'])} frames/s = ratio {_fmt(f['ratio'])}")
+    if "calibration" in result:
+        c = result["calibration"]
+        lines.append(f"  raw socket.send on this machine: sender {_fmt(c['sender_cpu_us_per_frame'])} µs/frame, receiver "
+                     f"{_fmt(c['receiver_cpu_us_per_frame'])} µs/frame -> ceiling {_fmt(c['ceiling_frames_per_s_one_core'])} frames/s per core")
     lines.append("  checks:")
     for c in result["checks"]:
         lines.append(f"    [{_verdict(c['ok']):<4}] {c['check']}: {_fmt(c['value'])}  (target {c['target']})")
@@ -272,6 +283,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}} im
 in the update (same host, same clock): an older clap in the same window waited up to one window longer. Client-side
 batching ({result['options']['batch_ms']} ms) happens before <code>at</code> and is not included.</p>
 <h2>Checks</h2>{table(["", "check", "value", "target"], checks)}
+{table(["calibration: raw socket.send, one frame per socket", "value"], sorted(result["calibration"].items())) if "calibration" in result else ""}
 <h2>Numbers</h2>{table(["phase", "metric", "value"], phase_rows(result))}
 {"".join(f'<h2>{html.escape(i)}</h2><img src="{html.escape(i)}">' for i in images)}
 {"".join(profile_sections)}

@@ -18,6 +18,7 @@ from typing import Any
 
 from loadtest import analysis
 from loadtest.articles import ArticleMix, run_prefix
+from loadtest.calibrate import calibrate
 from loadtest.clappers import ClapperFleet, ClapPlan, Ledger
 from loadtest.httpclient import HttpError, request_json
 from loadtest.procmon import ProcMonitor, all_processes_cpu, busiest_between
@@ -324,6 +325,9 @@ async def fanout(run: Run) -> None:
     """10,000 readers of one article: delivered frames/s from the gateway vs a bare broadcast."""
     o = run.options
     mix = ArticleMix(run.prefix, 1, 1.0)
+    say("calibrating: raw socket.send of one frame to each of 2,000 loopback sockets")
+    run.result["calibration"] = await asyncio.to_thread(calibrate, min(2000, o.readers))
+    say(f"calibration: {run.result['calibration']}")
     baseline = await start_baseline(run.out_dir)
     run.managed.append(baseline)
     run.monitor.watch("baseline", baseline.pid)

@@ -56,9 +56,14 @@ def start_pipeline(run_id: str, name: str, log_dir) -> Pipeline:
     projector = ServiceProcess(f"{name}-projector", ["-m", "projector"], env, log_dir)
     gateway = ServiceProcess(f"{name}-gateway", ["-m", "gateway"], {**env, "PORT": str(port)}, log_dir)
     base_url = f"http://127.0.0.1:{port}"
-    gateway.wait_for_http(f"{base_url}/healthz", 60)
-    projector.wait_for_log("projector consuming", 60)
-    processor.wait_for_log("Ready", 90)
+    try:
+        gateway.wait_for_http(f"{base_url}/healthz", 60)
+        projector.wait_for_log("projector consuming", 60)
+        processor.wait_for_log("Ready", 90)
+    except BaseException:
+        for process in (gateway, projector, processor):  # leave nothing running behind a failure
+            process.stop()
+        raise
     return Pipeline(base_url, f"ws://127.0.0.1:{port}/ws", env, env["CASSANDRA_KEYSPACE"], processor, projector, gateway)
 
 
