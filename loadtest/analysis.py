@@ -53,6 +53,26 @@ def throughput(series: dict[int, int], start: float, end: float) -> dict[str, An
     }
 
 
+def fanout_spreads(results: list[dict[str, Any]], start: float, end: float) -> dict[str, Any]:
+    """Per update first to last arrival over all readers (ms): how long one fan-out took."""
+    merged: dict[bytes, list[float]] = {}
+    for result in results:
+        for key, (first, last, readers) in result.get("spans", {}).items():
+            span = merged.get(key)
+            if span is None:
+                merged[key] = [first, last, readers]
+            else:
+                span[0], span[1], span[2] = min(span[0], first), max(span[1], last), span[2] + readers
+    inside = [s for s in merged.values() if start <= s[0] <= end]
+    if not inside:
+        return {"updates": 0}
+    most = max(s[2] for s in inside)
+    # Only updates that reached (nearly) every reader: a partial one would understate the spread.
+    full = [(s[1] - s[0]) * 1000 for s in inside if s[2] >= 0.99 * most]
+    return {"updates": len(inside), "readers_per_update_max": most, "complete_updates": len(full),
+            **{f"{k}_ms": v for k, v in quantiles(full, (50, 95, 99, 100)).items()}}
+
+
 def summarize_readers(results: list[dict[str, Any]], start: float, end: float) -> dict[str, Any]:
     errors: Counter[str] = Counter()
     for result in results:
@@ -71,6 +91,7 @@ def summarize_readers(results: list[dict[str, Any]], start: float, end: float) -
         "frames_per_second": throughput(frames, start, end),
         "updates_per_second": throughput(updates, start, end),
         "latency_ms": percentiles_ms(merge_histograms(by_second.values())),
+        "fanout_spread": fanout_spreads(results, start, end),
         "connect_latency_ms": percentiles_ms(merge_histograms(r["connect_latency"] for r in results)),
         "per_reader_updates_per_s": {**quantiles(rates), "readers": len(rates)},
         "reader_cpu_s": round(sum(r["cpu_s"] for r in results), 2),

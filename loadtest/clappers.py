@@ -117,6 +117,7 @@ class Session:
         self.acked: Counter[str] = Counter()
         self.settled = asyncio.Event()
         self.settled.set()
+        self.receiver: asyncio.Task[None] | None = None
 
     async def receive(self) -> None:
         try:
@@ -176,34 +177,49 @@ class Clapper:
     async def run(self) -> None:
         # Spread the first taps over one batch interval so the clappers do not send in lockstep.
         await asyncio.sleep(self.rng.uniform(0, self.plan.batch_ms / 1000))
+        closing: set[asyncio.Task[None]] = set()
         while time.time() < self.end_at:
             target = self.plan.targets[(self.index + self.sessions) % len(self.plan.targets)]
             self.sessions += 1
             try:
-                await self._session(target)
+                session = await self._open(target)
             except (OSError, HttpError, WebSocketException, TimeoutError) as error:
                 self.ledger.session_errors[type(error).__name__] += 1
                 await asyncio.sleep(0.5)  # do not hammer a gateway that refuses us
-
-    async def _session(self, target: Target) -> None:
-        identity = await request_json("POST", f"{target.http_base}/api/session")
-        url = f"ws://{target.host}:{target.port}{target.path}?token={identity['token']}"
-        async with connect(url, compression=None, open_timeout=15, ping_interval=None, close_timeout=2) as ws:
-            self.ledger.sessions += 1
-            session = Session(ws, self.ledger, f"c{self.index}s{self.sessions}")
-            receiver = asyncio.create_task(session.receive())
+                continue
             try:
                 for _ in range(self.plan.articles_per_session):
                     if time.time() >= self.end_at:
                         break
                     await self._tap_article(session, self.plan.mix.pick(self.rng))
-                try:
-                    await asyncio.wait_for(session.settled.wait(), self.plan.ack_timeout_s)
-                except TimeoutError:
-                    pass
-            finally:
-                session.close_books()
-                receiver.cancel()
+            except ConnectionClosed as error:
+                self.ledger.session_errors[type(error).__name__] += 1
+            # The next user starts tapping while this one waits for its last acks, so waiting for
+            # acks does not lower the offered rate.
+            task = asyncio.create_task(self._settle(session))
+            closing.add(task)
+            task.add_done_callback(closing.discard)
+        await asyncio.gather(*closing)
+
+    async def _open(self, target: Target) -> Session:
+        identity = await request_json("POST", f"{target.http_base}/api/session")
+        url = f"ws://{target.host}:{target.port}{target.path}?token={identity['token']}"
+        ws = await connect(url, compression=None, open_timeout=15, ping_interval=None, close_timeout=2)
+        self.ledger.sessions += 1
+        session = Session(ws, self.ledger, f"c{self.index}s{self.sessions}")
+        session.receiver = asyncio.create_task(session.receive())
+        return session
+
+    async def _settle(self, session: Session) -> None:
+        """Wait (bounded) for the answers to this user's claps, then close the books and the socket."""
+        try:
+            await asyncio.wait_for(session.settled.wait(), self.plan.ack_timeout_s)
+        except TimeoutError:
+            pass
+        session.close_books()
+        if session.receiver is not None:
+            session.receiver.cancel()
+        await session.ws.close()
 
     async def _tap_article(self, session: Session, article: str) -> None:
         overclap = self.rng.random() < self.plan.overclap_share

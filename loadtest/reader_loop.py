@@ -45,6 +45,7 @@ from loadtest.wsframes import (
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 PROGRESS_INTERVAL_S = 0.5
 MAX_LATENCY_SAMPLES = 40_000_000  # 160 MB of float32 per process; beyond it samples are only counted
+MAX_SPANS = 200_000  # distinct updates whose first/last arrival is tracked
 RECV_SIZE = 65536
 
 CONNECTING, HANDSHAKE, OPEN, CLOSED = range(4)
@@ -138,6 +139,10 @@ class ReaderLoop:
         self.frames: dict[int, int] = {}
         self.updates: dict[int, int] = {}
         self.samples = Samples()
+        # Identical bytes reach every reader of an update, so the payload identifies the update:
+        # payload -> [first arrival, last arrival, readers]. Last - first = how long the server
+        # took to get that one update to all of its readers (the fan-out spread).
+        self.spans: dict[bytes, list[float]] = {}
         self.connect_latency: Histogram = {}
         self.marks: list[tuple[str, float, array]] = []
         self.done = False
@@ -375,6 +380,12 @@ class ReaderLoop:
         second = int(now)
         self.updates[second] = self.updates.get(second, 0) + 1
         self.samples.add(second, now * 1000.0 - doc["at"])
+        span = self.spans.get(payload)
+        if span is not None:
+            span[1] = now
+            span[2] += 1
+        elif len(self.spans) < MAX_SPANS:
+            self.spans[payload] = [now, now, 1]
 
     # -- commands from the orchestrator --------------------------------------------------------
 
@@ -447,6 +458,7 @@ class ReaderLoop:
             "updates": self.updates,
             "latency": self.samples.histograms(),
             "latency_samples_dropped": self.samples.dropped,
+            "spans": self.spans,
             "connect_latency": self.connect_latency,
             "lost": sum(c.lost for c in conns),
             "duplicates": sum(c.duplicates for c in conns),

@@ -84,10 +84,8 @@ async def test_a_second_gateway_serves_the_same_rooms_and_scales_back_down(scale
     extra.append(second)
     second.wait_for_http(f"http://127.0.0.1:{port}/healthz", 60)
     article = f"two-gw-{uuid.uuid4().hex[:6]}"
-    on_first = [await Reader.open(pipeline.ws_url) for _ in range(20)]
-    on_second = [await Reader.open(f"ws://127.0.0.1:{port}/ws") for _ in range(20)]
-    for reader in on_first + on_second:
-        await reader.join(article)
+    on_first = await Reader.open_joined(pipeline.ws_url, article, 20)
+    on_second = await Reader.open_joined(f"ws://127.0.0.1:{port}/ws", article, 20)
     # Claps arrive through the second gateway with a token issued by the first: one identity.
     driver = ClapDriver([await Reader.open(f"ws://127.0.0.1:{port}/ws", new_token(pipeline.base_url)) for _ in range(8)], article)
     await driver.run(rounds=5, pause_s=0.05)
@@ -96,62 +94,56 @@ async def test_a_second_gateway_serves_the_same_rooms_and_scales_back_down(scale
 
     # Scale down: the second gateway goes away; its readers reconnect to the first and rejoin.
     second.stop()
-    readers = [await Reader.open(pipeline.ws_url) for _ in range(20)]
-    for reader in readers:
-        await reader.join(article)
+    readers = await Reader.open_joined(pipeline.ws_url, article, 20)
     assert await wait_all(readers, lambda r: r.totals.get(article) == driver.acked_total(), 20)
     for client in on_first + readers:
         await client.close()
     await driver.close()
 
 
-async def test_processor_workers_scale_up_and_down_under_load_without_losing_a_clap(scaled, log_dir):
-    pipeline, extra = scaled
-    article = f"rebalance-{uuid.uuid4().hex[:6]}"
-    readers = [await Reader.open(pipeline.ws_url) for _ in range(10)]
-    for reader in readers:
-        await reader.join(article)
+async def clap_through(pipeline, name: str, disrupt, *, rounds: int, pause_s: float, timeout_s: float) -> int:
+    """Clap steadily on a fresh article while ``disrupt()`` changes the deployment; then check
+    that readers and Cassandra converge on exactly what was acknowledged. Returns that total."""
+    article = f"{name}-{uuid.uuid4().hex[:6]}"
+    readers = await Reader.open_joined(pipeline.ws_url, article, 10)
     driver = await ClapDriver.open(pipeline.base_url, pipeline.ws_url, article, users=12)
-
-    clapping = asyncio.create_task(driver.run(rounds=40, pause_s=0.25))
+    clapping = asyncio.create_task(driver.run(rounds=rounds, pause_s=pause_s))
     await asyncio.sleep(2)
-    worker_2 = start_processor(pipeline, "scale-processor-2", log_dir)
-    extra.append(worker_2)
-    await asyncio.to_thread(worker_2.wait_for_log, "Ready", 90)
-    assert pipeline.env["CLAP_TOPIC"] in worker_2.log_text()  # the rebalance gave it clap partitions
-    await asyncio.sleep(2)
-    pipeline.processor.stop()  # scale down to one worker again, mid-stream
+    await disrupt()
     await clapping
     await driver.settle(30)
-    await converge(readers, article, driver.acked_total(), pipeline.keyspace, timeout_s=90)
-    # Hand the original role back to a fresh worker for the next test.
-    pipeline.processor = worker_2
-    for reader in readers:
-        await reader.close()
-    await driver.close()
-
-
-async def test_kill_9_of_the_processor_and_the_projector_loses_nothing(scaled, log_dir):
-    pipeline, extra = scaled
-    article = f"crash-{uuid.uuid4().hex[:6]}"
-    readers = [await Reader.open(pipeline.ws_url) for _ in range(10)]
-    for reader in readers:
-        await reader.join(article)
-    driver = await ClapDriver.open(pipeline.base_url, pipeline.ws_url, article, users=12)
-    clapping = asyncio.create_task(driver.run(rounds=30, pause_s=0.2))
-    await asyncio.sleep(2)
-    pipeline.processor.kill()
-    pipeline.projector.kill()
-    await asyncio.sleep(1)
-    # Claps keep being acked while the processor is down: they wait in the durable log.
-    restarted = start_processor(pipeline, "scale-processor-3", log_dir)
-    projector = ServiceProcess("scale-projector-2", ["-m", "projector"], pipeline.env, log_dir)
-    extra.extend([restarted, projector])
-    await clapping
-    await driver.settle(30)
-    await converge(readers, article, driver.acked_total(), pipeline.keyspace, timeout_s=120)
+    await converge(readers, article, driver.acked_total(), pipeline.keyspace, timeout_s=timeout_s)
     rest = http_json(f"{pipeline.base_url}/api/articles/{article}/claps")
     assert rest["total"] == driver.acked_total()
     for reader in readers:
         await reader.close()
     await driver.close()
+    return rest["total"]
+
+
+async def test_processor_workers_scale_up_and_down_under_load_without_losing_a_clap(scaled, log_dir):
+    pipeline, extra = scaled
+
+    async def scale_up_then_down():
+        worker_2 = start_processor(pipeline, "scale-processor-2", log_dir)
+        extra.append(worker_2)
+        await asyncio.to_thread(worker_2.wait_for_log, "Ready", 90)
+        assert pipeline.env["CLAP_TOPIC"] in worker_2.log_text()  # the rebalance gave it clap partitions
+        await asyncio.sleep(2)
+        pipeline.processor.stop()  # back to one worker, mid-stream
+        pipeline.processor = worker_2
+
+    assert await clap_through(pipeline, "rebalance", scale_up_then_down, rounds=40, pause_s=0.25, timeout_s=90) > 0
+
+
+async def test_kill_9_of_the_processor_and_the_projector_loses_nothing(scaled, log_dir):
+    pipeline, extra = scaled
+
+    async def crash_and_restart():
+        pipeline.processor.kill()
+        pipeline.projector.kill()
+        await asyncio.sleep(1)  # claps keep being acked meanwhile: they wait in the durable log
+        pipeline.processor = start_processor(pipeline, "scale-processor-3", log_dir)
+        pipeline.projector = ServiceProcess("scale-projector-2", ["-m", "projector"], pipeline.env, log_dir)
+
+    assert await clap_through(pipeline, "crash", crash_and_restart, rounds=30, pause_s=0.2, timeout_s=120) > 0

@@ -39,6 +39,14 @@ class Reader:
         url = f"{ws_url}?token={token}" if token else ws_url
         return cls(await websockets.connect(url, max_queue=None, open_timeout=20))
 
+    @classmethod
+    async def open_joined(cls, ws_url: str, article: str, count: int) -> list[Reader]:
+        """``count`` readers of ``article``."""
+        readers = [await cls.open(ws_url) for _ in range(count)]
+        for reader in readers:
+            await reader.join(article)
+        return readers
+
     async def join(self, article: str) -> None:
         await self.ws.send(orjson.dumps({"type": "join", "article": article}).decode())
 
