@@ -1,4 +1,4 @@
-"""python -m loadtest {fanout,hot,platform,ingest,all} [options]; see loadtest/README.md."""
+"""python -m loadtest {fanout,hot,platform,ingest,all,calibrate} [options]; see loadtest/README.md."""
 from __future__ import annotations
 
 import argparse

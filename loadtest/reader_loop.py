@@ -243,7 +243,11 @@ class ReaderLoop:
             return
         target = self.plan.targets[conn.target_index]
         request, conn.accept = handshake_request(target.host, target.port, target.path)
-        conn.sock.send(request)  # a few hundred bytes into an empty send buffer
+        try:
+            conn.sock.send(request)  # a few hundred bytes into an empty send buffer
+        except OSError as error:
+            self._failed(conn, f"connect:{error.strerror}")
+            return
         conn.state = HANDSHAKE
         self.epoll.modify(conn.fd, _IN | _ERR)
 
@@ -261,7 +265,11 @@ class ReaderLoop:
         except HandshakeError as error:
             self._failed(conn, f"handshake:{error}")
             return
-        conn.sock.send(client_frame(OP_TEXT, orjson.dumps({"type": "join", "article": conn.article})))
+        try:
+            conn.sock.send(client_frame(OP_TEXT, orjson.dumps({"type": "join", "article": conn.article})))
+        except OSError as error:
+            self._failed(conn, f"join:{error.strerror}")
+            return
         conn.state = OPEN
         del self.connecting[conn.fd]
         self.open.append(conn)
@@ -337,7 +345,10 @@ class ReaderLoop:
 
     def _on_control(self, conn: Conn, opcode: int, payload: bytes) -> None:
         if opcode == OP_PING:
-            conn.sock.send(client_frame(OP_PONG, payload))
+            try:
+                conn.sock.send(client_frame(OP_PONG, payload))
+            except OSError as error:
+                self.errors[f"pong:{error.strerror}"] += 1  # the recv that follows sees the close
         elif opcode == OP_CLOSE:
             if not conn.finishing:
                 self.errors["server_closed"] += 1
@@ -346,7 +357,7 @@ class ReaderLoop:
             try:
                 conn.sock.send(client_frame(OP_CLOSE, payload[:2]))
             except OSError:
-                pass
+                pass  # the server may already have gone; the close is what it asked for
 
     def _on_text(self, conn: Conn, payload: bytes, now: float) -> None:
         doc = orjson.loads(payload)

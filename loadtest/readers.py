@@ -14,12 +14,11 @@ import asyncio
 import multiprocessing
 import multiprocessing.connection
 import time
+from collections.abc import Callable
 from typing import Any
 
-from loadtest.plans import ReaderPlan, Target
+from loadtest.plans import ReaderPlan
 from loadtest.reader_loop import PROGRESS_INTERVAL_S, child_main
-
-__all__ = ["ReaderFleet", "ReaderPlan", "Target"]
 
 
 class ReaderFleet:
@@ -70,7 +69,9 @@ class ReaderFleet:
         keys = ("attempted", "connected", "failed", "open", "snapshots")
         return {k: sum(p[k] for p in self.progress.values()) for k in keys}
 
-    async def wait_connected(self, timeout_s: float, on_progress=None) -> dict[str, int]:
+    async def wait_connected(
+        self, timeout_s: float, on_progress: Callable[[dict[str, int]], None] | None = None
+    ) -> dict[str, int]:
         """Until every reader has connected (or failed) and got its first total, or timeout."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -137,3 +138,7 @@ class ReaderFleet:
             if process.is_alive():
                 process.terminate()  # our own child, by its handle
                 process.join(timeout=5)
+        for pipe in self._pipes:
+            pipe.close()
+        self._processes.clear()
+        self._pipes.clear()
