@@ -106,3 +106,13 @@ def is_newer(candidate: tuple[int, int], seen: tuple[int, int] | None) -> bool:
     Readers, rooms and stores all keep the highest position they have seen and never move back.
     """
     return seen is None or candidate > seen
+
+
+def newest_per_article(updates: "list[CountChanged]") -> "list[CountChanged]":
+    """Coalesce a batch: only the highest position of each article matters."""
+    newest: dict[str, CountChanged] = {}
+    for update in updates:
+        held = newest.get(update.article)
+        if held is None or is_newer(update.position(), held.position()):
+            newest[update.article] = update
+    return list(newest.values())

@@ -73,9 +73,14 @@ class EmbeddedProcessor:
         inbox: asyncio.Queue[tuple[int, object]] = asyncio.Queue(maxsize=self.max_batch)
         reader = asyncio.create_task(self._read_log(inbox), name="log-reader")
         self.ready.set()
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
         try:
             while True:
-                await asyncio.sleep(self.window_ms / 1000)
+                # A fixed cadence: the period is the window, not the window plus the work.
+                next_tick += self.window_ms / 1000
+                await asyncio.sleep(max(0.0, next_tick - loop.time()))
+                next_tick = max(next_tick, loop.time() - self.window_ms / 1000)
                 if reader.done():
                     reader.result()  # re-raise what stopped it
                 applied = self.applied_offset

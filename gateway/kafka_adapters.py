@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from core.messages import ClapRecorded, CountChanged
+from core.messages import ClapRecorded, CountChanged, newest_per_article
 from core.partitioning import partition_for_key
 
 log = logging.getLogger(__name__)
@@ -91,12 +91,16 @@ class KafkaCountFeed:
         try:
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+                updates = []
                 for records in batches.values():
                     for record in records:
                         try:
-                            yield CountChanged.from_json(record.value)
+                            updates.append(CountChanged.from_json(record.value))
                         except (ValueError, KeyError, TypeError):
                             log.warning("skipping malformed count message at %s:%d", record.topic, record.offset)
+                # A gateway that fell behind catches up with the newest total of each article.
+                for update in newest_per_article(updates):
+                    yield update
         finally:
             await consumer.stop()
 

@@ -64,10 +64,12 @@ class RoomRegistry:
         self,
         *,
         write_buffer_high: int = 64 * 1024,
+        chunk: int = 1000,
         encode: Callable[[CountChanged], bytes] | None = None,
     ) -> None:
         self.rooms: dict[str, Room] = {}
         self.write_buffer_high = write_buffer_high
+        self.chunk = chunk
         self._encode = encode or (lambda update: update.to_json())
         self._backlogged: set[Reader] = set()
         self.frames_written = 0
@@ -101,11 +103,14 @@ class RoomRegistry:
             self.leave(reader, article)
         self._backlogged.discard(reader)
 
-    def publish(self, update: CountChanged) -> int:
+    async def publish(self, update: CountChanged) -> int:
         """Send ``update`` to the readers of its article if it is newer than what they have.
 
         Returns how many readers it reached (written or queued). Updates for articles without a
-        reader here are dropped: this gateway has nobody to tell.
+        reader here are dropped: this gateway has nobody to tell. A large room is written in
+        chunks with a yield to the event loop between them, so one hot article does not hold up
+        acks, joins and other rooms for the whole pass; a newer total arriving meanwhile ends
+        this pass (its own pass reaches everyone), so nobody receives totals out of order.
         """
         room = self.rooms.get(update.article)
         if room is None:
@@ -114,18 +119,32 @@ class RoomRegistry:
             return 0
         room.latest = update
         room.frame = frame = text_frame(self._encode(update))
+        if len(room.readers) <= self.chunk:
+            self._write_all(room.readers, update.article, frame)
+            return len(room.readers)
+        readers = list(room.readers)  # the room may change while this pass yields
+        for start in range(0, len(readers), self.chunk):
+            if start:
+                await asyncio.sleep(0)
+                if room.frame is not frame:
+                    break
+            self._write_all(readers[start : start + self.chunk], update.article, frame, check_membership=True)
+        return len(readers)
+
+    def _write_all(self, readers: Iterable[Reader], article: str, frame: bytes, check_membership: bool = False) -> None:
         high = self.write_buffer_high
         written = 0
         # The hot loop of the whole service: keep it to a size check and a write per reader.
-        for reader in room.readers:
+        for reader in readers:
+            if check_membership and article not in reader.articles:
+                continue  # left the room (or closed) while the pass yielded
             transport = reader.transport
             if reader.pending is None and transport.get_write_buffer_size() < high:
                 transport.write(frame)
                 written += 1
             else:
-                self._hold(reader, update.article, frame)
+                self._hold(reader, article, frame)
         self.frames_written += written
-        return len(room.readers)
 
     def _deliver(self, reader: Reader, article: str, frame: bytes) -> None:
         if reader.pending is None and reader.transport.get_write_buffer_size() < self.write_buffer_high:

@@ -119,12 +119,15 @@ class Gateway:
     async def _keepalive(self) -> None:
         while True:
             await asyncio.sleep(self.config.keepalive_s)
-            self.rooms.ping_all(self.readers)
+            readers = list(self.readers)
+            for start in range(0, len(readers), self.rooms.chunk):
+                self.rooms.ping_all(readers[start : start + self.rooms.chunk])
+                await asyncio.sleep(0)  # a sweep over 18,000 sockets must not stall the loop
 
     async def _consume_feed(self, updates: AsyncIterator[CountChanged]) -> None:
         async for update in updates:
             self.metrics.updates_in.inc()
-            self.rooms.publish(update)
+            await self.rooms.publish(update)
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -276,7 +279,7 @@ class Gateway:
             stored = None
         finally:
             self._loading.pop(article, None)
-        self.rooms.publish(stored or zero_total(article))
+        await self.rooms.publish(stored or zero_total(article))
 
     async def _clap(self, connection: ServerConnection, user: str, clap: Clap, inflight: asyncio.Semaphore) -> None:
         event = ClapRecorded(clap.article, user, clap.count, clap.clap_id, self.clock_ms())

@@ -10,21 +10,11 @@ import logging
 
 from aiokafka import AIOKafkaConsumer
 
-from core.messages import CountChanged, is_newer
+from core.messages import CountChanged, newest_per_article
 from core.ports import CounterStore
 from projector.config import ProjectorConfig
 
 log = logging.getLogger("projector")
-
-
-def newest_per_article(updates: list[CountChanged]) -> list[CountChanged]:
-    """Coalesce a batch: only the highest position of each article needs writing."""
-    newest: dict[str, CountChanged] = {}
-    for update in updates:
-        held = newest.get(update.article)
-        if held is None or is_newer(update.position(), held.position()):
-            newest[update.article] = update
-    return list(newest.values())
 
 
 class Projector:

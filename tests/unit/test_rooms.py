@@ -23,52 +23,52 @@ def total(article: str, seq: int, value: int | None = None) -> CountChanged:
     return CountChanged(article, seq if value is None else value, 1, seq, 1, 0)
 
 
-def test_updates_reach_only_the_readers_of_their_article():
+async def test_updates_reach_only_the_readers_of_their_article():
     rooms = RoomRegistry()
     a1, a2, b = (Reader(FakeTransport()) for _ in range(3))
     rooms.join(a1, "a"), rooms.join(a2, "a"), rooms.join(b, "b")
-    assert rooms.publish(total("a", 1)) == 2
+    assert await rooms.publish(total("a", 1)) == 2
     assert len(a1.transport.frames) == len(a2.transport.frames) == 1
     assert b.transport.frames == []
-    assert rooms.publish(total("nobody-here", 1)) == 0
+    assert await rooms.publish(total("nobody-here", 1)) == 0
 
 
-def test_one_frame_object_is_shared_by_every_reader():
+async def test_one_frame_object_is_shared_by_every_reader():
     rooms = RoomRegistry()
     readers = [Reader(FakeTransport()) for _ in range(50)]
     for reader in readers:
         rooms.join(reader, "a")
-    rooms.publish(total("a", 1))
+    await rooms.publish(total("a", 1))
     assert len({id(r.transport.frames[0]) for r in readers}) == 1
 
 
-def test_older_or_repeated_positions_are_dropped():
+async def test_older_or_repeated_positions_are_dropped():
     rooms = RoomRegistry()
     reader = Reader(FakeTransport())
     rooms.join(reader, "a")
-    rooms.publish(total("a", 5))
-    rooms.publish(total("a", 4))
-    rooms.publish(total("a", 5))
+    await rooms.publish(total("a", 5))
+    await rooms.publish(total("a", 4))
+    await rooms.publish(total("a", 5))
     assert len(reader.transport.frames) == 1
 
 
-def test_a_late_joiner_gets_the_latest_total_at_once():
+async def test_a_late_joiner_gets_the_latest_total_at_once():
     rooms = RoomRegistry()
     first = Reader(FakeTransport())
     rooms.join(first, "a")
-    rooms.publish(total("a", 3))
+    await rooms.publish(total("a", 3))
     late = Reader(FakeTransport())
     rooms.join(late, "a")
     assert late.transport.frames == first.transport.frames
 
 
-def test_a_slow_reader_keeps_only_the_newest_frame_and_the_fast_get_everything():
+async def test_a_slow_reader_keeps_only_the_newest_frame_and_the_fast_get_everything():
     rooms = RoomRegistry(write_buffer_high=1000)
     fast = Reader(FakeTransport())
     slow = Reader(FakeTransport(buffered=5000))  # its socket is not draining
     rooms.join(fast, "a"), rooms.join(slow, "a")
     for seq in range(1, 101):
-        rooms.publish(total("a", seq))
+        await rooms.publish(total("a", seq))
     assert len(fast.transport.frames) == 100
     assert slow.transport.frames == []
     assert slow.pending is not None and len(slow.pending) == 1  # bounded: one frame per article
@@ -96,3 +96,46 @@ def test_one_ping_sweep_reaches_every_draining_reader():
     idle, busy = Reader(FakeTransport()), Reader(FakeTransport(buffered=5000))
     rooms.ping_all([idle, busy])
     assert idle.transport.frames == [PING_FRAME] and busy.transport.frames == []
+
+
+async def test_a_large_room_is_written_in_chunks_and_everyone_gets_the_frame_once():
+    rooms = RoomRegistry(chunk=10)
+    readers = [Reader(FakeTransport()) for _ in range(35)]
+    for reader in readers:
+        rooms.join(reader, "a")
+    assert await rooms.publish(total("a", 1)) == 35
+    assert all(len(r.transport.frames) == 1 for r in readers)
+
+
+async def test_a_reader_leaving_during_a_chunked_pass_gets_nothing_more():
+    import asyncio
+
+    rooms = RoomRegistry(chunk=10)
+    readers = [Reader(FakeTransport()) for _ in range(30)]
+    for reader in readers:
+        rooms.join(reader, "a")
+    pass_ = asyncio.ensure_future(rooms.publish(total("a", 1)))
+    await asyncio.sleep(0)  # the first chunk is written, the pass yields
+    not_reached = [r for r in readers if not r.transport.frames]
+    assert len(not_reached) == 20
+    rooms.leave(not_reached[0], "a")
+    await pass_
+    assert not_reached[0].transport.frames == []
+    assert all(len(r.transport.frames) == 1 for r in not_reached[1:])
+
+
+async def test_a_newer_total_ends_the_older_pass_and_order_is_kept():
+    import asyncio
+
+    rooms = RoomRegistry(chunk=10)
+    readers = [Reader(FakeTransport()) for _ in range(30)]
+    for reader in readers:
+        rooms.join(reader, "a")
+    older = asyncio.ensure_future(rooms.publish(total("a", 1)))
+    await asyncio.sleep(0)
+    await rooms.publish(total("a", 2))
+    await older
+    newest = rooms.rooms["a"].frame
+    for reader in readers:
+        assert reader.transport.frames[-1] == newest  # nobody ends on the older total
+        assert len(reader.transport.frames) <= 2
