@@ -22,6 +22,7 @@ log = logging.getLogger("gateway")
 async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
     async with AsyncExitStack() as stack:
         background: list[asyncio.Task] = []
+        failed: list[asyncio.Task] = []
         if config.mode == "embedded":
             from embedded.feed import InMemoryCountFeed
             from embedded.file_log import FileClapLog
@@ -60,14 +61,20 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
         stack.push_async_callback(gateway.stop)
         print(f"clap service ({config.mode}) ready at http://{config.host}:{gateway.port}/", flush=True)
         waiter = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([waiter, *background], return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not waiter and task.exception():
-                log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+        # Crash-only: if the feed, the processing loop or another vital task ends, the process
+        # exits non-zero and its supervisor restarts it, rather than serving stale counts.
+        vital = [*background, *gateway.background]
+        done, _ = await asyncio.wait([waiter, *vital], return_when=asyncio.FIRST_COMPLETED)
+        failed = [task for task in done if task is not waiter]
+        for task in failed:
+            error = None if task.cancelled() else task.exception()
+            log.error("vital task %s ended: %r", task.get_name(), error, exc_info=error)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         waiter.cancel()
+    if failed:
+        raise SystemExit(70)
     log.info("stopped cleanly")
 
 

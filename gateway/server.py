@@ -104,6 +104,11 @@ class Gateway:
         log.info("gateway %s listening on http://%s:%d (%s mode)", self.config.name, self.config.host, self.port, self.config.mode)
 
     @property
+    def background(self) -> list[asyncio.Task[None]]:
+        """Tasks the gateway cannot live without: if one ends, the process should restart."""
+        return list(self._tasks)
+
+    @property
     def port(self) -> int:
         assert self._server is not None
         return self._server.sockets[0].getsockname()[1]
@@ -157,10 +162,11 @@ class Gateway:
             # /healthz: alive. /readyz: alive and able to take more readers, so a load balancer
             # stops sending new connections to a full gateway instead of having them refused.
             full = len(self.readers) >= self.config.max_connections
-            status = 503 if path == "/readyz" and full else 200
+            broken = any(task.done() for task in self._tasks)  # e.g. the feed stopped
+            status = 503 if broken or (path == "/readyz" and full) else 200
             return json_response(
                 status,
-                {"status": "full" if full else "ok", "gateway": self.config.name, "mode": self.config.mode,
+                {"status": "broken" if broken else "full" if full else "ok", "gateway": self.config.name, "mode": self.config.mode,
                  "connections": len(self.readers), "rooms": len(self.rooms.rooms)},
             )
         if path == "/metrics":

@@ -82,8 +82,8 @@ def summarize_readers(results: list[dict[str, Any]], start: float, end: float) -
     by_second = latency_by_second(results)
     rates = per_reader_rates(results)
     sums = {key: sum(r[key] for r in results) for key in (
-        "attempted", "connected", "failed", "closed_unexpectedly", "snapshots", "lost", "duplicates",
-        "out_of_order", "misrouted", "other_messages", "readers_with_loss")}
+        "attempted", "connected", "failed", "closed_unexpectedly", "snapshots", "skipped", "duplicates",
+        "out_of_order", "misrouted", "other_messages", "readers_with_skips")}
     return {
         **sums,
         "processes": len(results),

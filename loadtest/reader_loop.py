@@ -8,8 +8,10 @@ the server set the measured rate. A bare epoll loop does one ``recv`` and a litt
 wake-up. Everything here is non-blocking and bounded: the loop exits on ``finish`` or after
 ``max_lifetime_s``.
 
-Each reader checks every frame: the article (routing), the position (lost = skipped ``seq``
-values, duplicate, out of order), and the latency ``receive time - at``.
+Each reader checks every frame: the article (routing), the position (skipped = ``seq`` values the
+gateway conflated away for a slow reader; totals are absolute, so a skip loses no claps; duplicate;
+out of order), and the latency ``receive time - at``. "Lost" is decided by the orchestrator: a
+reader that does not end on its gateway's final total.
 """
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ class Conn:
 
     __slots__ = (
         "sock", "fd", "reader", "attempt", "target_index", "article", "state", "started", "deadline",
-        "head", "accept", "parser", "finishing", "total", "epoch", "seq", "updates", "lost", "duplicates",
+        "head", "accept", "parser", "finishing", "total", "epoch", "seq", "updates", "skipped", "duplicates",
         "out_of_order", "misrouted", "other",
     )
 
@@ -81,7 +83,7 @@ class Conn:
         self.total = -1
         self.epoch = -1
         self.seq = -1
-        self.updates = self.lost = self.duplicates = self.out_of_order = self.misrouted = self.other = 0
+        self.updates = self.skipped = self.duplicates = self.out_of_order = self.misrouted = self.other = 0
 
 
 class Samples:
@@ -381,7 +383,7 @@ class ReaderLoop:
                 else:
                     conn.out_of_order += 1
                 return
-            conn.lost += gap - 1
+            conn.skipped += gap - 1  # conflated by the gateway: totals are absolute, no clap is lost
         elif epoch < conn.epoch:
             conn.out_of_order += 1
             return
@@ -471,12 +473,12 @@ class ReaderLoop:
             "latency_samples_dropped": self.samples.dropped,
             "spans": self.spans,
             "connect_latency": self.connect_latency,
-            "lost": sum(c.lost for c in conns),
+            "skipped": sum(c.skipped for c in conns),
             "duplicates": sum(c.duplicates for c in conns),
             "out_of_order": sum(c.out_of_order for c in conns),
             "misrouted": sum(c.misrouted for c in conns),
             "other_messages": sum(c.other for c in conns),
-            "readers_with_loss": sum(1 for c in conns if c.lost),
+            "readers_with_skips": sum(1 for c in conns if c.skipped),
             "marks": self.marks,
             "final": [(c.target_index, c.article, c.total) for c in conns],
             "cpu_s": usage.ru_utime + usage.ru_stime,

@@ -214,7 +214,9 @@ def phase_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                 (label, "updates/s per reader min / p1 / p50", " / ".join(_fmt(rates.get(k)) for k in ("p0", "p1", "p50"))),
                 (label, "one update to all readers, ms p50 / p99 (fan-out spread)",
                  f"{_fmt(readers['fanout_spread'].get('p50_ms'))} / {_fmt(readers['fanout_spread'].get('p99_ms'))}"),
-                (label, "lost / dup / out-of-order / misrouted", " / ".join(_fmt(readers[k]) for k in ("lost", "duplicates", "out_of_order", "misrouted"))),
+                (label, "lost readers / skipped seqs (conflated) / dup / out-of-order / misrouted",
+                 " / ".join([_fmt(phase.get("convergence", {}).get("lost_readers"))]
+                            + [_fmt(readers[k]) for k in ("skipped", "duplicates", "out_of_order", "misrouted")])),
                 (label, "reader CPU seconds (all processes)", _fmt(readers["reader_cpu_s"])),
             ]
         if "clappers" in phase:
