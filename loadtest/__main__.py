@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = common.add_argument_group("servers")
     s.add_argument("--start-embedded", nargs="?", type=int, const=1, default=0, metavar="N",
                    help="start N embedded gateways (default 1) on free ports with fresh data, and stop them after")
+    s.add_argument("--start-distributed", nargs="?", type=int, const=1, default=0, metavar="N",
+                   help="start N distributed gateways (python -m gateway, CLAP_MODE=distributed, the `make up` "
+                        "Kafka/Cassandra/processor/projector) on free ports, and stop them by pid after")
     s.add_argument("--gateway", dest="gateways", action="append", default=[], metavar="URL",
                    help="ws://host:port/ws of a running gateway (repeatable)")
     s.add_argument("--gateway-pid", dest="gateway_pids", action="append", type=int, default=[], metavar="PID",
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(orjson.dumps(calibrate(min(args.readers or 2000, 15000)), option=orjson.OPT_INDENT_2).decode())
         return 0
     if args.scenario == "all":
-        if not args.start_embedded and not args.gateways:
+        if not args.start_embedded and not args.start_distributed and not args.gateways:
             args.start_embedded = 1
         scenarios = ["fanout", "hot"]
     else:

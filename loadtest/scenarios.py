@@ -24,7 +24,8 @@ from loadtest.httpclient import HttpError, request_json
 from loadtest.procmon import ProcMonitor, all_processes_cpu, busiest_between
 from loadtest.plans import ReaderPlan, Target
 from loadtest.readers import ReaderFleet
-from loadtest.services import ManagedProcess, start_baseline, start_embedded_gateway, start_py_spy, summarize_collapsed
+from loadtest.services import (ManagedProcess, start_baseline, start_distributed_gateway, start_embedded_gateway,
+                               start_py_spy, summarize_collapsed)
 
 DEFAULT_SOURCE_IPS = 8
 
@@ -40,6 +41,7 @@ class Options:
     gateways: list[str] = field(default_factory=list)
     gateway_pids: list[int] = field(default_factory=list)
     start_embedded: int = 0  # how many embedded gateways to start (0: use --gateway)
+    start_distributed: int = 0  # how many distributed gateways to start against `make up` services
     gateway_env: dict[str, str] = field(default_factory=dict)
     window_ms: int | None = None
     baseline_interval_ms: float = 5.0
@@ -104,6 +106,26 @@ class Run:
                 self.monitor.watch(f"gateway-{i}", process.pid)
                 targets.append(Target.from_url(process.base_url))
             self.result["gateway_env"] = {**self.managed[0].env, "CLAP_DATA_DIR": "(temporary)"}
+            return targets
+        if self.options.start_distributed:
+            # Gateway settings that only an embedded gateway acts on (its own processing window)
+            # do not apply: in distributed mode the processor's window sets the update rate.
+            targets = []
+            started = []
+            try:
+                for i in range(self.options.start_distributed):
+                    say(f"starting distributed gateway gw-{i + 1} with {env or 'default settings'}")
+                    process = await start_distributed_gateway(self.out_dir / f"gateway-{i}", env, name=f"gw-{i + 1}")
+                    self.managed.append(process)
+                    started.append(process)
+                    say(f"gw-{i + 1}: pid {process.pid} on {process.base_url}")
+                    self.monitor.watch(f"gateway-{i}", process.pid)
+                    targets.append(Target.from_url(process.base_url))
+            except BaseException:
+                await self.stop_servers()
+                raise
+            self.result["gateway_env"] = started[0].env
+            self.result["gateway_pids"] = [p.pid for p in started]
             return targets
         if not self.options.gateways:
             raise SystemExit("give --gateway URL (repeatable) or --start-embedded")
@@ -343,6 +365,8 @@ async def fanout(run: Run) -> None:
         await baseline.stop()
         run.managed.remove(baseline)
     env = {"CLAP_WINDOW_MS": str(o.window_ms if o.window_ms is not None else 5), **o.gateway_env}
+    if o.start_distributed and o.window_ms is None:
+        env.pop("CLAP_WINDOW_MS")  # the processor's window (CLAP_WINDOW_MS of `make up`, 100 ms) applies
     targets = await run.gateway_targets(env)
     try:
         gate = await run.reader_phase("gateway", run.reader_plan(targets, mix),

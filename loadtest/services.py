@@ -93,6 +93,35 @@ async def start_embedded_gateway(
     return process
 
 
+DISTRIBUTED_ENV = {
+    # The same settings as `make up` (Makefile DIST_ENV): the gateways share its Kafka, Cassandra,
+    # processor and projector.
+    "CLAP_MODE": "distributed",
+    "KAFKA_BOOTSTRAP": "127.0.0.1:9092",
+    "CASSANDRA_HOSTS": "127.0.0.1",
+    "CLAP_SECRET": os.environ.get("CLAP_SECRET", "local-dev-secret-change-me"),
+}
+
+
+async def start_distributed_gateway(
+    log_dir: Path, env_overrides: dict[str, str], *, name: str, port: int | None = None
+) -> ManagedProcess:
+    """``python -m gateway`` in distributed mode on a free port, against the `make up` services."""
+    port = port or free_port()
+    settings = {**DISTRIBUTED_ENV, "HOST": "127.0.0.1", "PORT": str(port), "GATEWAY_NAME": name, **env_overrides}
+    env = {**os.environ, **settings, "PYTHONPATH": str(REPO_ROOT)}
+    log_path = log_dir / "gateway.log"
+    popen = _spawn(name, [sys.executable, "-m", "gateway"], env, log_path)
+    shown = {k: ("(set)" if k == "CLAP_SECRET" else v) for k, v in settings.items()}
+    process = ManagedProcess(name, popen, log_path, f"http://127.0.0.1:{port}", shown)
+    try:
+        await _wait_ready(process, 90)
+    except BaseException:
+        await process.stop()
+        raise
+    return process
+
+
 async def start_baseline(log_dir: Path, *, port: int | None = None) -> ManagedProcess:
     port = port or free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
