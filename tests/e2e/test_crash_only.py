@@ -12,11 +12,14 @@ from gateway.server import Gateway
 
 
 class BrokenFeed:
+    def __init__(self) -> None:
+        self.die = asyncio.Event()
+
     async def publish(self, updates) -> None: ...
 
     async def subscribe(self):
         async def updates():
-            await asyncio.sleep(0.05)
+            await self.die.wait()
             raise ConnectionError("the fan-out topic went away")
             yield  # pragma: no cover
 
@@ -34,17 +37,19 @@ def status(url: str) -> int:
 
 
 async def test_health_turns_503_when_the_feed_dies(tmp_path):
+    feed = BrokenFeed()
     gateway = Gateway(
         GatewayConfig(port=0, secret=b"s"),
         FileClapLog(tmp_path / "claps.log"),
         SqliteCounterStore(tmp_path / "counts.sqlite3"),
-        BrokenFeed(),
+        feed,
     )
     await gateway.start()
     try:
         url = f"http://127.0.0.1:{gateway.port}/healthz"
         assert await asyncio.to_thread(status, url) == 200
-        await asyncio.sleep(0.2)
+        feed.die.set()
+        await asyncio.sleep(0.1)
         assert any(task.done() for task in gateway.background)
         assert await asyncio.to_thread(status, url) == 503
     finally:
