@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -22,7 +23,6 @@ log = logging.getLogger("gateway")
 async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
     async with AsyncExitStack() as stack:
         background: list[asyncio.Task] = []
-        failed: list[asyncio.Task] = []
         if config.mode == "embedded":
             from embedded.feed import InMemoryCountFeed
             from embedded.file_log import FileClapLog
@@ -68,13 +68,17 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
         failed = [task for task in done if task is not waiter]
         for task in failed:
             error = None if task.cancelled() else task.exception()
-            log.error("vital task %s ended: %r", task.get_name(), error, exc_info=error)
+            log.critical("vital task %s ended: %r; exiting now", task.get_name(), error, exc_info=error)
+        if failed:
+            # Crash, do not wind down: every acked clap is already durable (Kafka, or the fsynced
+            # log and SQLite's atomic commits), so nothing is lost by exiting at once, while a
+            # graceful shutdown could hang on thousands of sockets and serve stale counts meanwhile.
+            logging.shutdown()
+            os._exit(70)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         waiter.cancel()
-    if failed:
-        raise SystemExit(70)
     log.info("stopped cleanly")
 
 

@@ -140,16 +140,26 @@ class RoomRegistry:
                 continue  # left the room (or closed) while the pass yielded
             transport = reader.transport
             if reader.pending is None and transport.get_write_buffer_size() < high:
-                transport.write(frame)
-                written += 1
+                try:
+                    transport.write(frame)
+                    written += 1
+                except RuntimeError:
+                    pass  # closing (after write_eof): its handler is about to drop it
             else:
                 self._hold(reader, article, frame)
         self.frames_written += written
 
+    def _write(self, reader: Reader, frame: bytes) -> None:
+        """Write to one socket; a socket that is closing is skipped, never an error here."""
+        try:
+            reader.transport.write(frame)
+        except RuntimeError:  # asyncio refuses writes after write_eof() while is_closing() is False
+            return
+        self.frames_written += 1
+
     def _deliver(self, reader: Reader, article: str, frame: bytes) -> None:
         if reader.pending is None and reader.transport.get_write_buffer_size() < self.write_buffer_high:
-            reader.transport.write(frame)
-            self.frames_written += 1
+            self._write(reader, frame)
         else:
             self._hold(reader, article, frame)
 
@@ -175,8 +185,7 @@ class RoomRegistry:
             pending, reader.pending = reader.pending or {}, None
             self._backlogged.discard(reader)
             for frame in pending.values():
-                reader.transport.write(frame)
-                self.frames_written += 1
+                self._write(reader, frame)
         return len(self._backlogged)
 
     async def run_backlog_flusher(self, interval_s: float = 0.02) -> None:
@@ -198,4 +207,7 @@ class RoomRegistry:
         for reader in readers:
             transport = reader.transport
             if not transport.is_closing() and transport.get_write_buffer_size() < high:
-                transport.write(PING_FRAME)
+                try:
+                    transport.write(PING_FRAME)
+                except RuntimeError:
+                    pass  # closing: see _write

@@ -116,7 +116,12 @@ class Gateway:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+            try:
+                # Close handshakes are bounded by close_timeout, but a stop must be bounded
+                # whatever thousands of peers do.
+                await asyncio.wait_for(self._server.wait_closed(), timeout=10)
+            except TimeoutError:
+                log.warning("connections still closing after 10 s; stopping anyway")
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

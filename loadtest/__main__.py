@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-ms", type=float, help="client-side batching of taps (default 250)")
     c.add_argument("--articles-per-session", type=int, help="articles one clapper session claps on")
     c.add_argument("--overclap-share", type=float, help="share of clappers tapping past the 50 cap (default 0.05)")
+    c.add_argument("--close-sessions-at-end", action="store_true", default=None,
+                   help="clappers keep finished users' sockets open until tapping ends (works around the "
+                        "gateway keepalive crash on a socket that is closing; see loadtest/README.md)")
     o = common.add_argument_group("output")
     o.add_argument("--profile", action="store_true", default=None, help="py-spy the first gateway during the run")
     o.add_argument("--out", dest="out_root", type=Path, help="results root (default loadtest/results)")

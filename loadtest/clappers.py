@@ -54,6 +54,11 @@ class ClapPlan:
     overclap_taps: int = USER_CAP + 10
     articles_per_session: int = 1
     ack_timeout_s: float = 10.0
+    # Keep each finished user's socket open until tapping ends, then close them all. A workaround
+    # for a gateway bug: its keepalive sweep writes a ping to a socket whose close handshake is
+    # under way (write() after write_eof() raises), the vital keepalive task ends, and the whole
+    # gateway exits. With it, sockets close only in the last second of a run.
+    close_at_end: bool = False
     processes: int = 1
     seed: int = 7
 
@@ -217,6 +222,8 @@ class Clapper:
         except TimeoutError:
             pass
         session.close_books()
+        if self.plan.close_at_end:
+            await asyncio.sleep(max(0.0, self.end_at - time.time()))
         if session.receiver is not None:
             session.receiver.cancel()
         await session.ws.close()

@@ -56,6 +56,7 @@ class Options:
     batch_ms: float = 250.0
     articles_per_session: int = 1
     overclap_share: float = 0.05
+    close_sessions_at_end: bool = False
     profile: bool = False
     out_root: Path = Path(__file__).parent / "results"
     seed: int = 1
@@ -228,7 +229,7 @@ class Run:
                 targets=tuple(targets), mix=mix, rate=o.clap_rate, duration_s=o.duration_s,
                 start_at=time.time() + 3.0, click_rate=o.click_rate, batch_ms=o.batch_ms,
                 articles_per_session=o.articles_per_session, overclap_share=o.overclap_share,
-                processes=o.clapper_procs, seed=o.seed,
+                close_at_end=o.close_sessions_at_end, processes=o.clapper_procs, seed=o.seed,
             )
             say(f"clapping: {plan.clappers} clappers, {o.clap_rate:g} taps/s for {o.duration_s:g}s, "
                 f"batches every {o.batch_ms:g} ms")
@@ -433,11 +434,26 @@ async def ingest(run: Run) -> None:
     o = run.options
     mix = ArticleMix(run.prefix, max(1, o.articles), o.hot_share, seed=o.seed)
     targets = await run.gateway_targets({**o.gateway_env})
+    distributed = not o.start_embedded
+    if distributed:
+        _watch_deployment(run)
+        before_offsets = await _claps_end_offsets()
     try:
         run.monitor.sample_once()
         driven = await run.clap_driver(targets, mix, independent=o.start_embedded > 1)(None)
     finally:
         await run.stop_servers()
+    cpu = {label: run.monitor.cpu_share(label, driven["start"], driven["end"]) for label in run.monitor.series}
+    driven["cpu_cores_by_process"] = {k: round(v, 3) for k, v in sorted(cpu.items()) if v is not None}
+    if distributed and before_offsets is not None:
+        # Same run, after the clappers stopped: a bare aiokafka consumer reads exactly the claps
+        # of this run from the same topic. Its records/s is the consumer ceiling on this machine.
+        from loadtest.kafka_baseline import consume_range
+        after_offsets = await _claps_end_offsets()
+        if after_offsets is not None:
+            say("bare aiokafka consumer: reading this run's claps from the claps topic")
+            driven["bare_consumer"] = await consume_range(KAFKA_BOOTSTRAP, "claps", before_offsets, after_offsets)
+            say(f"bare consumer: {driven['bare_consumer']}")
     start, end = driven.pop("start"), driven.pop("end")
     driven["servers"] = {
         label: analysis.gateway_resources(run.monitor, label, start, start, start, end)
@@ -450,7 +466,47 @@ async def ingest(run: Run) -> None:
     offered = driven["clappers"]["taps_per_second"]
     run.check("acked claps/s (median over seconds)", acked["median_per_s"], f"offered {offered['median_per_s']}", None)
     run.check("acked claps/s p5 over seconds", acked.get("p5"), "sustained: close to the median", None)
+    if "bare_consumer" in driven:
+        bare = driven["bare_consumer"]
+        ratio = round(acked["median_per_s"] / bare["claps_per_s"], 4) if bare.get("claps_per_s") else None
+        run.check("bare aiokafka consumer claps/s (records/s), same claps, same run",
+                  f"{bare.get('claps_per_s')} ({bare.get('records_per_s')})", "report", None)
+        run.check("acked claps/s median / bare consumer claps/s", ratio, "report", None)
+    # The processor's sustained rate: every clap counted into the totals, over the time from the
+    # start of the window until the totals settled (a processor that lags shows as a long settle).
+    conv = driven.get("convergence", {})
+    if conv.get("converged") and conv.get("settle_seconds_after_end") is not None:
+        counted = driven["clappers"].get("claps_acked") or 0
+        span = (end - start) + conv["settle_seconds_after_end"]
+        driven["pipeline_counted_claps_per_s"] = round(counted / span, 1) if span > 0 else None
+        run.check("claps counted into totals per s (window + settle)", driven["pipeline_counted_claps_per_s"],
+                  f"settled {conv['settle_seconds_after_end']} s after the end", None)
+    run.check("CPU cores per process during the window", driven["cpu_cores_by_process"], "report", None)
     _totals_check(run, driven)
+
+
+KAFKA_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+RUN_DIR = Path(__file__).resolve().parent.parent / ".run"
+
+
+def _watch_deployment(run: Run) -> None:
+    """Sample the `make up` processes (pid files under .run/) too: where the time goes."""
+    for name in ("kafka", "cassandra", "processor", "projector"):
+        try:
+            pid = int((RUN_DIR / f"{name}.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if Path(f"/proc/{pid}").exists():
+            run.monitor.watch(name, pid)
+
+
+async def _claps_end_offsets() -> dict[int, int] | None:
+    from loadtest.kafka_baseline import end_offsets
+    try:
+        return await end_offsets(KAFKA_BOOTSTRAP, "claps")
+    except Exception as error:  # Kafka not there: an embedded run; no consumer baseline
+        say(f"no Kafka at {KAFKA_BOOTSTRAP} ({error!r}): skipping the bare consumer baseline")
+        return None
 
 
 def _totals_check(run: Run, phase: dict[str, Any]) -> None:

@@ -8,8 +8,11 @@ class FakeTransport:
         self.frames: list[bytes] = []
         self.buffered = buffered
         self.closing = False
+        self.eof_written = False
 
     def write(self, data: bytes) -> None:
+        if self.eof_written:  # what asyncio's socket transport does during a close handshake
+            raise RuntimeError("Cannot call write() after write_eof()")
         self.frames.append(data)
 
     def get_write_buffer_size(self) -> int:
@@ -139,3 +142,17 @@ async def test_a_newer_total_ends_the_older_pass_and_order_is_kept():
     for reader in readers:
         assert reader.transport.frames[-1] == newest  # nobody ends on the older total
         assert len(reader.transport.frames) <= 2
+
+
+async def test_a_socket_half_closed_by_a_close_handshake_never_breaks_delivery_or_pings():
+    rooms = RoomRegistry(write_buffer_high=1000, chunk=2)
+    closing, fine = Reader(FakeTransport()), Reader(FakeTransport())
+    closing.transport.eof_written = True  # is_closing() is still False at this point
+    for reader in (closing, fine, Reader(FakeTransport())):
+        rooms.join(reader, "a")
+    await rooms.publish(total("a", 1))
+    rooms.ping_all([closing, fine])
+    late = Reader(FakeTransport())
+    late.transport.eof_written = True
+    rooms.join(late, "a")
+    assert len(fine.transport.frames) == 2 and closing.transport.frames == []
