@@ -70,7 +70,7 @@ status:
 # afterwards only if it was the one that started them.
 test: venv browser
 	@started=0; $(SERVICES) status >/dev/null 2>&1 || { $(SERVICES) up && started=1; }; \
-	$(PY) -m pytest -ra tests; rc=$$?; \
+	$(PY) -m pytest -ra; rc=$$?; \
 	[ $$started = 1 ] && $(SERVICES) down; exit $$rc
 
 test-unit: venv
