@@ -15,6 +15,9 @@ import pytest
 
 from tests.support.processes import REPO
 
+# The session-wide distributed deployment (`pipeline`) for integration and browser tests.
+pytest_plugins = ["tests.support.pipeline"]
+
 KAFKA = ("127.0.0.1", 9092)
 CASSANDRA = ("127.0.0.1", 9042)
 

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import shutil
 
-from tests.support.pipeline import pipeline  # noqa: F401
-
 import pytest
 
 from tests.support.processes import ServiceProcess, free_port

@@ -1,1 +1,0 @@
-from tests.support.pipeline import pipeline  # noqa: F401  (the session-wide distributed deployment)
