@@ -67,9 +67,6 @@ class ClapProcessor:
             )
         return updates
 
-    def next_due_ms(self) -> int | None:
-        return self.windows.next_due_ms()
-
     def announce_all(self, now_ms: int) -> list[CountChanged]:
         """Number and return the current total of every article in the state.
 

@@ -47,11 +47,5 @@ class WindowCoalescer:
         window = self._open.pop(article)
         return (article, window.delta, window.newest_at_ms)
 
-    def next_due_ms(self) -> int | None:
-        """When the oldest open window falls due, or None if none is open."""
-        if not self._open:
-            return None
-        return min(w.opened_ms for w in self._open.values()) + self.window_ms
-
     def __len__(self) -> int:
         return len(self._open)

@@ -193,9 +193,6 @@ class RoomRegistry:
             await asyncio.sleep(interval_s)
             self.flush_backlog()
 
-    def reader_count(self) -> int:
-        return sum(len(room.readers) for room in self.rooms.values())
-
     def ping_all(self, readers: Iterable[Reader]) -> None:
         """Write one shared ping frame to every reader whose socket is draining.
 
