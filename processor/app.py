@@ -192,7 +192,7 @@ async def count_claps(stream: faust.StreamT) -> None:
 
 
 async def _count(stream: faust.StreamT) -> None:
-    async for events in stream.take_events(config.max_batch, within=config.window_ms / 1000):
+    async for events in stream.take_events(config.max_batch, within=config.batch_wait_s):
         now = now_ms()
         for event in events:
             try:
