@@ -108,7 +108,7 @@ def is_newer(candidate: tuple[int, int], seen: tuple[int, int] | None) -> bool:
     return seen is None or candidate > seen
 
 
-def newest_per_article(updates: "list[CountChanged]") -> "list[CountChanged]":
+def newest_per_article(updates: list[CountChanged]) -> list[CountChanged]:
     """Coalesce a batch: only the highest position of each article matters."""
     newest: dict[str, CountChanged] = {}
     for update in updates:

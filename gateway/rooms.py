@@ -35,6 +35,19 @@ class Transport(Protocol):
     def is_closing(self) -> bool: ...
 
 
+def _send(transport: Transport, frame: bytes) -> bool:
+    """Write one frame; False for a socket that is closing, which is never an error here.
+
+    asyncio refuses writes after ``write_eof()`` (a close handshake in progress) while
+    ``is_closing()`` is still False; that socket's handler is about to drop the reader.
+    """
+    try:
+        transport.write(frame)
+    except RuntimeError:
+        return False
+    return True
+
+
 class Reader:
     """One websocket connection as the fan-out sees it."""
 
@@ -83,7 +96,7 @@ class RoomRegistry:
         if article not in reader.articles:
             reader.articles += (article,)
         if room.latest is not None:
-            self._deliver(reader, article, room.frame)
+            self._write_all((reader,), article, room.frame)
         return room
 
     def leave(self, reader: Reader, article: str) -> None:
@@ -140,28 +153,10 @@ class RoomRegistry:
                 continue  # left the room (or closed) while the pass yielded
             transport = reader.transport
             if reader.pending is None and transport.get_write_buffer_size() < high:
-                try:
-                    transport.write(frame)
-                    written += 1
-                except RuntimeError:
-                    pass  # closing (after write_eof): its handler is about to drop it
+                written += _send(transport, frame)
             else:
                 self._hold(reader, article, frame)
         self.frames_written += written
-
-    def _write(self, reader: Reader, frame: bytes) -> None:
-        """Write to one socket; a socket that is closing is skipped, never an error here."""
-        try:
-            reader.transport.write(frame)
-        except RuntimeError:  # asyncio refuses writes after write_eof() while is_closing() is False
-            return
-        self.frames_written += 1
-
-    def _deliver(self, reader: Reader, article: str, frame: bytes) -> None:
-        if reader.pending is None and reader.transport.get_write_buffer_size() < self.write_buffer_high:
-            self._write(reader, frame)
-        else:
-            self._hold(reader, article, frame)
 
     def _hold(self, reader: Reader, article: str, frame: bytes) -> None:
         if reader.transport.is_closing():
@@ -185,7 +180,7 @@ class RoomRegistry:
             pending, reader.pending = reader.pending or {}, None
             self._backlogged.discard(reader)
             for frame in pending.values():
-                self._write(reader, frame)
+                self.frames_written += _send(reader.transport, frame)
         return len(self._backlogged)
 
     async def run_backlog_flusher(self, interval_s: float = 0.02) -> None:
@@ -204,7 +199,4 @@ class RoomRegistry:
         for reader in readers:
             transport = reader.transport
             if not transport.is_closing() and transport.get_write_buffer_size() < high:
-                try:
-                    transport.write(PING_FRAME)
-                except RuntimeError:
-                    pass  # closing: see _write
+                _send(transport, PING_FRAME)

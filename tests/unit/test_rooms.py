@@ -1,4 +1,6 @@
 """Fan-out rules with fake sockets: the right rooms only, frames shared, slow readers conflated."""
+import asyncio
+
 from core.messages import CountChanged
 from gateway.rooms import Reader, RoomRegistry
 
@@ -22,6 +24,15 @@ class FakeTransport:
         return self.closing
 
 
+def room_of(count: int, chunk: int = 1000) -> tuple[RoomRegistry, list[Reader]]:
+    """A registry whose article "a" has ``count`` readers."""
+    rooms = RoomRegistry(chunk=chunk)
+    readers = [Reader(FakeTransport()) for _ in range(count)]
+    for reader in readers:
+        rooms.join(reader, "a")
+    return rooms, readers
+
+
 def total(article: str, seq: int, value: int | None = None) -> CountChanged:
     return CountChanged(article, seq if value is None else value, 1, seq, 1, 0)
 
@@ -37,10 +48,7 @@ async def test_updates_reach_only_the_readers_of_their_article():
 
 
 async def test_one_frame_object_is_shared_by_every_reader():
-    rooms = RoomRegistry()
-    readers = [Reader(FakeTransport()) for _ in range(50)]
-    for reader in readers:
-        rooms.join(reader, "a")
+    rooms, readers = room_of(50)
     await rooms.publish(total("a", 1))
     assert len({id(r.transport.frames[0]) for r in readers}) == 1
 
@@ -102,21 +110,13 @@ def test_one_ping_sweep_reaches_every_draining_reader():
 
 
 async def test_a_large_room_is_written_in_chunks_and_everyone_gets_the_frame_once():
-    rooms = RoomRegistry(chunk=10)
-    readers = [Reader(FakeTransport()) for _ in range(35)]
-    for reader in readers:
-        rooms.join(reader, "a")
+    rooms, readers = room_of(35, chunk=10)
     assert await rooms.publish(total("a", 1)) == 35
     assert all(len(r.transport.frames) == 1 for r in readers)
 
 
 async def test_a_reader_leaving_during_a_chunked_pass_gets_nothing_more():
-    import asyncio
-
-    rooms = RoomRegistry(chunk=10)
-    readers = [Reader(FakeTransport()) for _ in range(30)]
-    for reader in readers:
-        rooms.join(reader, "a")
+    rooms, readers = room_of(30, chunk=10)
     pass_ = asyncio.ensure_future(rooms.publish(total("a", 1)))
     await asyncio.sleep(0)  # the first chunk is written, the pass yields
     not_reached = [r for r in readers if not r.transport.frames]
@@ -128,12 +128,7 @@ async def test_a_reader_leaving_during_a_chunked_pass_gets_nothing_more():
 
 
 async def test_a_newer_total_ends_the_older_pass_and_order_is_kept():
-    import asyncio
-
-    rooms = RoomRegistry(chunk=10)
-    readers = [Reader(FakeTransport()) for _ in range(30)]
-    for reader in readers:
-        rooms.join(reader, "a")
+    rooms, readers = room_of(30, chunk=10)
     older = asyncio.ensure_future(rooms.publish(total("a", 1)))
     await asyncio.sleep(0)
     await rooms.publish(total("a", 2))
