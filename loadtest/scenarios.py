@@ -368,13 +368,7 @@ async def fanout(run: Run) -> None:
     env = {"CLAP_WINDOW_MS": str(o.window_ms if o.window_ms is not None else 5), **o.gateway_env}
     if o.start_distributed and o.window_ms is None:
         env.pop("CLAP_WINDOW_MS")  # the processor's window (CLAP_WINDOW_MS of `make up`, 100 ms) applies
-    targets = await run.gateway_targets(env)
-    try:
-        gate = await run.reader_phase("gateway", run.reader_plan(targets, mix),
-                                      [f"gateway-{i}" for i in range(len(targets))],
-                                      run.clap_driver(targets, mix, independent=False))
-    finally:
-        await run.stop_servers()
+    gate = await _clapped_gateway_phase(run, mix, env)
     b = base["readers"]["frames_per_second"]["median_per_s"]
     g = gate["readers"]["frames_per_second"]["median_per_s"]
     ratio = round(g / b, 3) if b and g is not None else None
@@ -388,14 +382,19 @@ async def hot(run: Run) -> None:
     o = run.options
     mix = ArticleMix(run.prefix, 1, 1.0)
     env = {**({"CLAP_WINDOW_MS": str(o.window_ms)} if o.window_ms is not None else {}), **o.gateway_env}
+    phase = await _clapped_gateway_phase(run, mix, env)
+    _reader_checks(run, phase, strict=True)
+
+
+async def _clapped_gateway_phase(run: Run, mix: ArticleMix, env: dict[str, str]) -> dict[str, Any]:
+    """Readers on the gateway(s) while clappers tap; the servers are stopped afterwards."""
     targets = await run.gateway_targets(env)
     try:
-        phase = await run.reader_phase("gateway", run.reader_plan(targets, mix),
-                                       [f"gateway-{i}" for i in range(len(targets))],
-                                       run.clap_driver(targets, mix, independent=False))
+        return await run.reader_phase("gateway", run.reader_plan(targets, mix),
+                                      [f"gateway-{i}" for i in range(len(targets))],
+                                      run.clap_driver(targets, mix, independent=False))
     finally:
         await run.stop_servers()
-    _reader_checks(run, phase, strict=True)
 
 
 async def platform(run: Run) -> None:
