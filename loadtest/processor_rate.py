@@ -1,12 +1,14 @@
 """How fast one processor worker counts a backlog of claps, end to end through Kafka and Faust.
 
-    python -m loadtest.processor_rate [--articles 100] [--users 1500]
+    python -m loadtest.processor_rate [--articles 100] [--users 1500] [--profile 10]
 
 Needs Kafka on 127.0.0.1:9092 (`bash deploy/local/services.sh up kafka`). It writes
 articles x users clap events (every user claps once on every article, so every event changes
 one per-user record, the worst case for state writes) to fresh topics, starts one
 `python -m processor worker`, and times it until every article's total on the fan-out topic is
 exact. The rate includes the worker's start-up (a few seconds), so it is a lower bound.
+With --profile N, py-spy samples the worker for N seconds once it counts, and the tool prints
+where its time goes.
 """
 from __future__ import annotations
 
@@ -28,6 +30,16 @@ from processor.config import ProcessorConfig
 from processor.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parents[1]
+PY_SPY = Path(sys.executable).with_name("py-spy")
+
+# Where a worker's samples go, by the first matching frame of a stack (checked in this order).
+PROFILE_PARTS = (
+    ("changelog and totals sends (Faust producer)", ("send_changelog", "ProducerBuffer", "Producer.send", "publish_message")),
+    ("the agent's own work (decode, core.apply, records)", ("processor/app.py", "core/")),
+    ("waiting (event loop select)", ("EpollSelector.select",)),
+    # Every stack runs under faust's worker entry point, so this one must come last.
+    ("Faust per-event machinery (fetch, dispatch, take buffer)", ("faust/",)),
+)
 BOOTSTRAP = "127.0.0.1:9092"
 
 
@@ -55,7 +67,20 @@ async def produce_backlog(topic: str, articles: int, users: int) -> dict[str, in
     return expected
 
 
-async def main(articles: int, users: int, timeout_s: float) -> int:
+def summarize_profile(path: Path) -> list[tuple[str, float]]:
+    """Share of py-spy samples per part of PROFILE_PARTS (raw format: 'frame;frame;... count')."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, number = line.rpartition(" ")
+        samples = int(number)
+        total += samples
+        part = next((name for name, needles in PROFILE_PARTS if any(n in stack for n in needles)), "other")
+        counts[part] = counts.get(part, 0) + samples
+    return sorted(((name, n / total) for name, n in counts.items()), key=lambda item: -item[1]) if total else []
+
+
+async def main(articles: int, users: int, timeout_s: float, profile_s: int) -> int:
     run = uuid.uuid4().hex[:6]
     env = {"CLAP_TOPIC": f"rate-{run}-claps", "COUNTS_TOPIC": f"rate-{run}-counts", "CLAP_PARTITIONS": "12",
            "PROCESSOR_APP_PREFIX": f"rate-{run}", "PROCESSOR_WEB_PORT": str(free_port()), "KAFKA_BOOTSTRAP": BOOTSTRAP}
@@ -68,10 +93,20 @@ async def main(articles: int, users: int, timeout_s: float) -> int:
     log_path = Path(f"/tmp/processor-rate-{run}.log")
     with open(log_path, "w") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "processor", "worker", "-l", "warn"], cwd=REPO,
+            [sys.executable, "-m", "processor", "worker", "-l", "info"], cwd=REPO,
             env={**os.environ, **env, "PYTHONPATH": str(REPO)}, stdout=log, stderr=subprocess.STDOUT,
         )
         started = time.monotonic()
+        profile_path = Path(f"/tmp/processor-rate-{run}.prof")
+        profiler = None
+        if profile_s:
+            # Wait until the worker counts (its log says Ready), then sample it.
+            while "Ready" not in log_path.read_text() and worker.poll() is None:
+                await asyncio.sleep(0.2)
+            profiler = subprocess.Popen(
+                [str(PY_SPY), "record", "-d", str(profile_s), "-f", "raw", "-o", str(profile_path), "--pid", str(worker.pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
         totals: dict[str, int] = {}
         try:
             while totals != expected and time.monotonic() - started < timeout_s and worker.poll() is None:
@@ -81,12 +116,18 @@ async def main(articles: int, users: int, timeout_s: float) -> int:
                         totals[update.article] = update.total
             elapsed = time.monotonic() - started
         finally:
+            if profiler is not None:
+                profiler.wait(profile_s + 30)
             worker.terminate()
             worker.wait(30)
             await consumer.stop()
     exact = totals == expected
     print(f"exact totals: {exact}; {elapsed:.1f} s from worker start to the last exact total;"
           f" {events / elapsed:,.0f} clap events/s (worker log: {log_path})")
+    if profile_s and profile_path.exists():
+        print(f"where the worker's time goes ({profile_s} s of py-spy samples, {profile_path}):")
+        for name, share in summarize_profile(profile_path):
+            print(f"  {share:6.1%}  {name}")
     return 0 if exact else 1
 
 
@@ -95,5 +136,6 @@ if __name__ == "__main__":
     parser.add_argument("--articles", type=int, default=100)
     parser.add_argument("--users", type=int, default=1500)
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy the worker this long")
     options = parser.parse_args()
-    sys.exit(asyncio.run(main(options.articles, options.users, options.timeout)))
+    sys.exit(asyncio.run(main(options.articles, options.users, options.timeout, options.profile)))
