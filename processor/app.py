@@ -24,6 +24,8 @@ from core.messages import ClapRecorded
 from core.partitioning import partition_for_key
 from core.processing import CatchUp, ClapProcessor
 from processor.config import ProcessorConfig
+from processor.readiness import add_ready_page
+from processor.state_store import faust_store_url, worker_state_dir
 
 log = logging.getLogger("processor")
 
@@ -79,7 +81,16 @@ config = ProcessorConfig.from_env()
 app = faust.App(
     config.app_id,
     broker=f"kafka://{config.kafka_bootstrap}",
-    store="memory://",  # state is rebuilt from the changelog topics on (re)assignment
+    # Tables on disk, one directory per worker: a restart replays only the changelog written
+    # since (processor/state_store.py). Standbys keep a copy of other workers' partitions.
+    store=faust_store_url(config.store),
+    datadir=worker_state_dir(config.state_path),
+    table_standby_replicas=config.standby_replicas,
+    # A dead worker's partitions move after the session timeout; a restarted one with the same
+    # instance id takes its own back at once (static membership).
+    broker_session_timeout=config.session_timeout_s,
+    broker_heartbeat_interval=config.heartbeat_interval_s,
+    consumer_group_instance_id=config.group_instance_id,
     topic_partitions=config.partitions,
     topic_replication_factor=config.replication_factor,
     producer_partitioner=article_partitioner,
@@ -92,6 +103,7 @@ app = faust.App(
     consumer_auto_offset_reset="earliest",
     stream_wait_empty=True,
 )
+add_ready_page(app)  # GET /ready: 200 once recovery is complete (processor/readiness.py)
 
 claps_topic = app.topic(config.clap_topic, key_serializer="raw", value_serializer="raw", partitions=config.partitions)
 counts_topic = app.topic(config.counts_topic, key_serializer="raw", value_serializer="raw", partitions=config.partitions)

@@ -1,4 +1,4 @@
-"""Create the clap and fan-out topics with their fixed partition counts.
+"""Create the clap, fan-out and table changelog topics with their fixed partition counts.
 
 The clap topic's partition count is fixed for its life: an article's claps, its per-user state
 and its offsets all live in one partition, so changing the count would move articles between
@@ -18,6 +18,16 @@ from processor.config import ProcessorConfig
 
 log = logging.getLogger("processor.topics")
 
+# The Faust tables of processor/app.py. Their changelog topics are made here, before any worker
+# runs: a worker that asks for a topic's metadata first would have the broker auto-create it
+# with its default partition count, and a changelog must have the clap topic's count.
+TABLE_NAMES = ("user-claps", "article-tallies")
+
+
+def changelog_topic(config: ProcessorConfig, table: str) -> str:
+    """Faust's name for a table's changelog topic."""
+    return f"{config.app_id}-{table}-changelog"
+
 
 async def ensure_topics(config: ProcessorConfig) -> None:
     min_isr = str(min(2, config.replication_factor))
@@ -36,6 +46,12 @@ async def ensure_topics(config: ProcessorConfig) -> None:
                 # Totals are absolute: only the newest per article matters in the long run.
                 topic_configs={"cleanup.policy": "compact", "min.insync.replicas": min_isr},
             ),
+        ] + [
+            NewTopic(
+                changelog_topic(config, table), config.partitions, config.replication_factor,
+                topic_configs={"cleanup.policy": "compact", "min.insync.replicas": min_isr},
+            )
+            for table in TABLE_NAMES
         ]
         missing = [t for t in wanted if t.name not in existing]
         if missing:

@@ -1,0 +1,66 @@
+"""GET /ready on the worker's web port: 200 once it counts claps, 503 while it cannot yet.
+
+A worker cannot count while it has not joined its consumer group, while the group rebalances,
+or while it restores its tables from their changelogs after an assignment: claps sent then are
+acknowledged (they wait in the log) but reach no total until this says ready. Kubernetes uses
+it as the readiness probe, and ``make up`` waits for it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+
+READY_PATH = "/ready"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerState:
+    """What the worker's Faust app says about itself, read at one moment."""
+
+    joined: bool  # has been given a generation by the group coordinator
+    rebalancing: bool
+    recovering: bool  # reading changelogs into its tables
+    tables_ready: bool  # the tables of every active partition are restored
+    active_partitions: int
+
+    @property
+    def waiting_for(self) -> str | None:
+        """Why the worker cannot count yet, or None when it can."""
+        if not self.joined:
+            return "joining the consumer group"
+        if self.rebalancing:
+            return "rebalancing"
+        if self.recovering or not self.tables_ready:
+            return "restoring tables from the changelog"
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        waiting_for = self.waiting_for
+        return {
+            "ready": waiting_for is None,
+            "waiting_for": waiting_for,
+            "active_partitions": self.active_partitions,
+        }
+
+
+def observe(app: faust.App) -> WorkerState:
+    recovery = app.tables.recovery
+    return WorkerState(
+        joined=app.consumer_generation_id > 0,
+        rebalancing=bool(app.rebalancing),
+        recovering=bool(recovery.in_recovery),
+        tables_ready=bool(app.tables.actives_ready) and recovery.completed.is_set(),
+        active_partitions=len(app.assignor.assigned_actives()),
+    )
+
+
+def add_ready_page(app: faust.App, path: str = READY_PATH) -> None:
+    """Serve the worker's readiness on its web server (see the module docstring)."""
+
+    @app.page(path)
+    async def ready(self: View, request: Request) -> Response:
+        state = observe(self.app).to_dict()
+        return self.json(state, status=200 if state["ready"] else 503)
