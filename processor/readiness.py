@@ -24,7 +24,7 @@ class WorkerState:
     rebalancing: bool
     recovering: bool  # reading changelogs into its tables
     tables_ready: bool  # the tables of every active partition are restored
-    active_partitions: int
+    partitions: tuple[int, ...]  # the partitions it counts (of the clap topic and its tables)
 
     @property
     def waiting_for(self) -> str | None:
@@ -42,18 +42,19 @@ class WorkerState:
         return {
             "ready": waiting_for is None,
             "waiting_for": waiting_for,
-            "active_partitions": self.active_partitions,
+            "partitions": list(self.partitions),
         }
 
 
 def observe(app: faust.App) -> WorkerState:
     recovery = app.tables.recovery
+    changelogs = {table.changelog_topic_name for table in app.tables.values()}
     return WorkerState(
         joined=app.consumer_generation_id > 0,
         rebalancing=bool(app.rebalancing),
         recovering=bool(recovery.in_recovery),
         tables_ready=bool(app.tables.actives_ready) and recovery.completed.is_set(),
-        active_partitions=len(app.assignor.assigned_actives()),
+        partitions=tuple(sorted({tp.partition for tp in app.assignor.assigned_actives() if tp.topic in changelogs})),
     )
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -37,6 +36,7 @@ from faust.types import TP
 from mode import Service
 
 from core.partitioning import partition_for_key
+from processor.pending_writes import PartitionWrites
 
 log = logging.getLogger("processor.state")
 
@@ -55,54 +55,6 @@ ROCKSDB_OPTIONS: Mapping[str, int] = {
 # writes the path and exits at once (as kill -9 would leave it) right after the first batch it
 # writes to its store, before the producer has flushed that batch's changelog messages.
 CRASH_AFTER_LOCAL_WRITE_ENV = "PROCESSOR_TEST_CRASH_AFTER_LOCAL_WRITE"
-
-
-class PartitionWrites:
-    """One partition's writes that are not on disk yet, in the order their changelog messages
-    were sent. Plain data: the store feeds it writes and acknowledgements."""
-
-    def __init__(self) -> None:
-        self.unacked: deque[tuple[bytes, bytes | None]] = deque()
-        self.acked: dict[bytes, bytes | None] = {}  # newest acknowledged value per key
-        self.acked_writes: dict[bytes, int] = {}  # how many acknowledged writes per key
-        self.acked_offset: int | None = None  # the changelog offset the acknowledged writes reach
-        self.newest: dict[bytes, bytes | None] = {}  # what a read sees: newest write, on disk or not
-        self.in_memory: dict[bytes, int] = {}  # per key, writes not yet on disk
-
-    def add(self, key: bytes, value: bytes | None) -> None:
-        self.unacked.append((key, value))
-        self.newest[key] = value
-        self.in_memory[key] = self.in_memory.get(key, 0) + 1
-
-    def ack(self, offset: int) -> None:
-        """The oldest unacknowledged write's changelog message is in Kafka at ``offset``.
-
-        Kafka acknowledges one partition's messages in the order they were sent (the client
-        keeps one request per partition in flight, and the producer is idempotent).
-        """
-        if not self.unacked:
-            return  # sent before this partition was last revoked: its value was dropped
-        key, value = self.unacked.popleft()
-        self.acked[key] = value
-        self.acked_writes[key] = self.acked_writes.get(key, 0) + 1
-        if self.acked_offset is None or offset > self.acked_offset:
-            self.acked_offset = offset
-
-    def take_acked(self) -> tuple[dict[bytes, bytes | None], int | None]:
-        """The acknowledged writes and the offset they reach; the caller writes them to disk."""
-        acked, offset = self.acked, self.acked_offset
-        for key, writes in self.acked_writes.items():
-            left = self.in_memory[key] - writes
-            if left:
-                self.in_memory[key] = left
-            else:  # the disk now holds the newest value
-                del self.in_memory[key]
-                del self.newest[key]
-        self.acked, self.acked_writes, self.acked_offset = {}, {}, None
-        return acked, offset
-
-    def __bool__(self) -> bool:
-        return bool(self.unacked or self.acked or self.acked_offset is not None)
 
 
 class ChangelogFirstStore(rocksdb.Store):
