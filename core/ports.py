@@ -14,8 +14,9 @@ from core.messages import ClapRecorded, CountChanged
 class ClapLog(Protocol):
     """The durable, replayable log of clap events, keyed by article."""
 
-    async def append(self, clap: ClapRecorded) -> None:
-        """Return only once the event is durable; raise if it could not be made so."""
+    async def append(self, clap: ClapRecorded) -> int:
+        """Return the event's offset in its article's partition, only once the event is durable;
+        raise if it could not be made so."""
 
     async def close(self) -> None: ...
 
@@ -41,5 +42,8 @@ class CounterStore(Protocol):
     async def write(self, totals: Sequence[CountChanged]) -> None: ...
 
     async def read(self, article: str) -> CountChanged | None: ...
+
+    async def read_mine(self, article: str, user: str) -> int:
+        """How many of ``user``'s claps on ``article`` are counted (0 if none), for "you: n/50"."""
 
     async def close(self) -> None: ...

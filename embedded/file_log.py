@@ -21,7 +21,7 @@ class FileClapLog:
         self._drop_torn_tail()
         self._file = open(path, "ab", buffering=0)
         self.end_offset = self._count_lines()  # the offset the next append will get
-        self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._queue: list[tuple[bytes, asyncio.Future[int]]] = []
         self._wakeup = asyncio.Event()
         self._appended = asyncio.Condition()
         self._writer: asyncio.Task[None] | None = None
@@ -40,15 +40,15 @@ class FileClapLog:
         with open(self.path, "rb") as f:
             return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
-    async def append(self, clap: ClapRecorded) -> None:
+    async def append(self, clap: ClapRecorded) -> int:
         if self._closed:
             raise RuntimeError("clap log is closed")
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_loop(), name="file-log-writer")
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.append((clap.to_json() + b"\n", done))
         self._wakeup.set()
-        await done
+        return await done
 
     async def _write_loop(self) -> None:
         while True:
@@ -63,10 +63,10 @@ class FileClapLog:
                         if not done.done():
                             done.set_exception(error)
                     continue
-                self.end_offset += len(batch)
-                for _, done in batch:
+                for index, (_, done) in enumerate(batch):
                     if not done.done():
-                        done.set_result(None)
+                        done.set_result(self.end_offset + index)
+                self.end_offset += len(batch)
                 async with self._appended:
                     self._appended.notify_all()
 

@@ -53,6 +53,14 @@ class CassandraCounterStore:
             f"""CREATE TABLE IF NOT EXISTS {self.keyspace}.article_totals (
                 article text PRIMARY KEY, total bigint, seq bigint, epoch int, delta int, at_ms bigint)"""
         )
+        # Per-user counted claps, for a reader's "you: n/50" on any device (the projector fills it).
+        session.execute(
+            f"""CREATE TABLE IF NOT EXISTS {self.keyspace}.user_totals (
+                article text, user text, total int, PRIMARY KEY ((article), user))"""
+        )
+        self._select_mine = session.prepare(
+            f"SELECT total FROM {self.keyspace}.user_totals WHERE article = ? AND user = ?"
+        )
         self._insert = session.prepare(
             f"INSERT INTO {self.keyspace}.article_totals (article, total, seq, epoch, delta, at_ms) "
             "VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
@@ -83,6 +91,11 @@ class CassandraCounterStore:
             return None
         row = rows[0]
         return CountChanged(row.article, row.total, row.delta or 0, row.seq, row.epoch, row.at_ms or 0)
+
+    async def read_mine(self, article: str, user: str) -> int:
+        assert self._session is not None
+        rows = await _to_asyncio(self._session.execute_async(self._select_mine, (article, user)))
+        return (rows[0].total or 0) if rows else 0
 
     async def close(self) -> None:
         await asyncio.to_thread(self._cluster.shutdown)
