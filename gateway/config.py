@@ -30,6 +30,13 @@ class GatewayConfig:
     write_buffer_high: int = 64 * 1024
     keepalive_s: float = 20.0
     name: str = "gateway-1"
+    # Where the article page's script may connect, in the order it tries them after a close
+    # (http(s) base URLs); empty: the page's own origin.
+    gateway_urls: tuple[str, ...] = ()
+    # A clap that the log has not made durable within this gets `unavailable` (retry, same id).
+    append_timeout_s: float = 5.0
+    # A store read that has not answered within this counts as a failure (see /readyz).
+    store_timeout_s: float = 5.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> GatewayConfig:
@@ -58,4 +65,7 @@ class GatewayConfig:
             claps_per_second=float(env.get("CLAPS_PER_SECOND", cls.claps_per_second)),
             clap_burst=int(env.get("CLAP_BURST", cls.clap_burst)),
             name=env.get("GATEWAY_NAME", cls.name),
+            gateway_urls=tuple(url.strip() for url in env.get("CLAP_GATEWAY_URLS", "").split(",") if url.strip()),
+            append_timeout_s=float(env.get("CLAP_APPEND_TIMEOUT_S", cls.append_timeout_s)),
+            store_timeout_s=float(env.get("CLAP_STORE_TIMEOUT_S", cls.store_timeout_s)),
         )

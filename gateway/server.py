@@ -28,6 +28,7 @@ from core.ratelimit import TokenBucket
 from core.validation import Clap, Join, Leave, Refused, is_valid_id, parse_client_message
 from gateway import articles, pages
 from gateway.config import GatewayConfig
+from gateway.health import Outages
 from gateway.http import cookie, html_response, json_error, json_response, respond, split_path
 from gateway.rooms import Reader, RoomRegistry
 
@@ -38,6 +39,15 @@ _CLAPS_PATH = re.compile(r"^/api/articles/([^/]+)/claps$")
 _ARTICLE_PAGE = re.compile(r"^/articles/([^/]+)$")
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
+CLAP_LOG = "clap log"
+COUNTER_STORE = "counter store"
+# A room whose first store read failed tries again after each of these (seconds), then waits
+# for a live total from the feed: never a made-up zero that a later total would have to undo.
+ROOM_LOAD_RETRIES_S = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+class StoreUnavailable(Exception):
+    """The counter store did not answer and this gateway holds no live total to answer with."""
 
 
 def zero_total(article: str) -> CountChanged:
@@ -80,6 +90,10 @@ class Gateway:
         self.metrics = Metrics()
         self.readers: set[Reader] = set()
         self._loading: dict[str, asyncio.Task[None]] = {}
+        self.outages = Outages()
+        # Join answers being prepared, per reader: bounded by the rooms a reader may hold.
+        self._answering: dict[Reader, set[str]] = {}
+        self._side_tasks: set[asyncio.Task[None]] = set()
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -161,19 +175,25 @@ class Gateway:
             article = match.group(1)
             if not is_valid_id(article):
                 return json_error(400, "bad_request", "article must match [A-Za-z0-9_-]{1,64}")
-            total = await self.read_total(article)
+            try:
+                total = await self.read_total(article)
+            except StoreUnavailable as error:
+                return json_error(503, "unavailable", str(error))
             return json_response(200, {"article": article, "total": total.total, "seq": total.seq, "epoch": total.epoch})
         if path in ("/healthz", "/readyz"):
             # /healthz: alive. /readyz: alive and able to take more readers, so a load balancer
             # stops sending new connections to a full gateway instead of having them refused.
+            # Degraded (a store away) is not ready but alive: restarting would not bring it back.
             full = len(self.readers) >= self.config.max_connections
             broken = any(task.done() for task in self._tasks)  # e.g. the feed stopped
-            status = 503 if broken or (path == "/readyz" and full) else 200
-            return json_response(
-                status,
-                {"status": "broken" if broken else "full" if full else "ok", "gateway": self.config.name, "mode": self.config.mode,
-                 "connections": len(self.readers), "rooms": len(self.rooms.rooms)},
-            )
+            reasons = self.outages.reasons(self.clock_ms() / 1000)
+            status = 503 if broken or (path == "/readyz" and (full or reasons)) else 200
+            doc = {"status": "broken" if broken else "full" if full else "degraded" if reasons else "ok",
+                   "gateway": self.config.name, "mode": self.config.mode,
+                   "connections": len(self.readers), "rooms": len(self.rooms.rooms)}
+            if reasons:
+                doc["reasons"] = reasons
+            return json_response(status, doc)
         if path == "/metrics":
             self.metrics.connections.set(len(self.readers))
             self.metrics.rooms.set(len(self.rooms.rooms))
@@ -191,12 +211,15 @@ class Gateway:
         article = articles.BY_ID.get(article_id)
         if article is None:
             return json_error(404, "not_found", f"no article {article_id!r}")
-        total = await self.read_total(article_id)
+        try:
+            total = await self.read_total(article_id)
+        except StoreUnavailable:
+            return respond(503, pages.unavailable_page(article).encode(), "text/html; charset=utf-8", [("Retry-After", "5")])
         headers = []
         if verify_token(self.config.secret, cookie(request, TOKEN_COOKIE)) is None:
             _, token = self.new_identity()
             headers.append(self._cookie_header(token))
-        return html_response(pages.article_page(article, total), headers)
+        return html_response(pages.article_page(article, total, self.config.gateway_urls), headers)
 
     def _static(self, name: str) -> Response:
         path = STATIC_DIR / name
@@ -213,11 +236,33 @@ class Gateway:
         return ("Set-Cookie", f"{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=31536000")
 
     async def read_total(self, article: str) -> CountChanged:
-        """The durable total, or the room's newer one if the store has not caught up yet."""
-        stored = await self.store.read(article) or zero_total(article)
+        """The durable total, or the room's newer one if the store has not caught up yet.
+
+        With the store away, the room's live total if this gateway has one; otherwise
+        :class:`StoreUnavailable`, never a zero that the store may contradict.
+        """
         room = self.rooms.rooms.get(article)
-        if room is not None and room.latest is not None and room.latest.position() > stored.position():
-            return room.latest
+        live = room.latest if room is not None else None
+        try:
+            stored = await self._read_store(article) or zero_total(article)
+        except Exception as error:
+            if live is not None:
+                return live
+            raise StoreUnavailable(
+                f"the count of {article!r} cannot be read now ({COUNTER_STORE} unavailable); retry shortly"
+            ) from error
+        live = room.latest if room is not None else None  # it may have moved during the read
+        if live is not None and live.position() > stored.position():
+            return live
+        return stored
+
+    async def _read_store(self, article: str) -> CountChanged | None:
+        try:
+            stored = await asyncio.wait_for(self.store.read(article), self.config.store_timeout_s)
+        except Exception as error:
+            self.outages.failed(COUNTER_STORE, self.clock_ms() / 1000, error)
+            raise
+        self.outages.recovered(COUNTER_STORE)
         return stored
 
     # -- websocket ---------------------------------------------------------------------------
@@ -253,7 +298,7 @@ class Gateway:
                 try:
                     message = parse_client_message(raw)
                     if isinstance(message, Join):
-                        self._join(reader, message.article)
+                        self._join(reader, message.article, user, connection)
                     elif isinstance(message, Leave):
                         self.rooms.leave(reader, message.article)
                     elif isinstance(message, Clap):
@@ -274,20 +319,68 @@ class Gateway:
             self.readers.discard(reader)
             self.rooms.drop(reader)
 
-    def _join(self, reader: Reader, article: str) -> None:
+    def _join(self, reader: Reader, article: str, user: str | None, connection: ServerConnection) -> None:
         if article not in reader.articles and len(reader.articles) >= self.config.max_rooms_per_connection:
             raise Refused("too_many_rooms", f"a connection may join at most {self.config.max_rooms_per_connection} articles")
         room = self.rooms.join(reader, article)
         if room.latest is None and article not in self._loading:
             # One store read per room, however many readers join at once.
             self._loading[article] = asyncio.create_task(self._load_room(article))
+        if user is not None:
+            answering = self._answering.setdefault(reader, set())
+            if article not in answering and len(answering) < self.config.max_rooms_per_connection:
+                answering.add(article)
+                task = asyncio.create_task(self._answer_join(reader, connection, article, user))
+                self._side_tasks.add(task)
+                task.add_done_callback(self._side_tasks.discard)
+
+    async def _answer_join(self, reader: Reader, connection: ServerConnection, article: str, user: str) -> None:
+        """Tell a reader with an identity how many of its claps on ``article`` are counted.
+
+        A count frame of the room's total with ``mine`` added, for this reader alone. ``mine`` is
+        read after the total was taken: in the embedded mode the store commits a user's claps with
+        the totals that include them, so ``mine`` holds at least the reader's claps up to the
+        frame's ``seq`` (the browser adds its own claps acked above it).
+        """
+        try:
+            loading = self._loading.get(article)
+            if loading is not None:
+                await asyncio.shield(loading)
+            room = self.rooms.rooms.get(article)
+            if room is None or room.latest is None:
+                return  # the store is away: the room's next total reaches this reader without mine
+            total = room.latest
+            try:
+                mine = await asyncio.wait_for(self.store.read_mine(article, user), self.config.store_timeout_s)
+            except Exception as error:
+                self.outages.failed(COUNTER_STORE, self.clock_ms() / 1000, error)
+                log.warning("reading the claps of %s on %s failed: %r", user, article, error)
+                return
+            if article in reader.articles:
+                await self._send_json(connection, {**total.to_dict(), "mine": mine})
+        finally:
+            answering = self._answering.get(reader)
+            if answering is not None:
+                answering.discard(article)
+                if not answering:
+                    del self._answering[reader]
 
     async def _load_room(self, article: str) -> None:
         try:
-            stored = await self.store.read(article)
-        except Exception:
-            log.exception("reading the total of %s failed", article)
-            stored = None
+            for retry_in in (*ROOM_LOAD_RETRIES_S, None):
+                try:
+                    stored = await self._read_store(article)
+                    break
+                except Exception as error:
+                    if retry_in is None:
+                        log.error("reading the total of %s failed %d times (%r); the room waits for a live total",
+                                  article, len(ROOM_LOAD_RETRIES_S) + 1, error)
+                        return
+                    log.warning("reading the total of %s failed (%r); retrying in %.2f s", article, error, retry_in)
+                await asyncio.sleep(retry_in)
+                room = self.rooms.rooms.get(article)
+                if room is None or room.latest is not None:
+                    return  # everyone left, or the feed brought a total meanwhile
         finally:
             self._loading.pop(article, None)
         await self.rooms.publish(stored or zero_total(article))
@@ -295,16 +388,26 @@ class Gateway:
     async def _clap(self, connection: ServerConnection, user: str, clap: Clap, inflight: asyncio.Semaphore) -> None:
         event = ClapRecorded(clap.article, user, clap.count, clap.clap_id, self.clock_ms())
         try:
-            await self.clap_log.append(event)
+            # Bounded: with the log away a clapper hears so within append_timeout_s. An append
+            # given up here may still land later; the retry with the same id counts once.
+            offset = await asyncio.wait_for(self.clap_log.append(event), self.config.append_timeout_s)
         except Exception as error:
+            self.outages.failed(CLAP_LOG, self.clock_ms() / 1000, error)
             log.warning("clap %s not logged: %r", clap.clap_id, error)
-            await self._send_error(connection, Refused("unavailable", "the clap was not recorded; retry with the same id", clap.clap_id))
+            await self._send_error(
+                connection, Refused("unavailable", "the clap was not confirmed; retry with the same id", clap.clap_id)
+            )
             return
         finally:
             inflight.release()
+        self.outages.recovered(CLAP_LOG)
         self.metrics.claps_acked.inc()
+        # seq: this clap is in every total of its article at this seq or above, in any epoch.
+        await self._send_json(connection, {"type": "ack", "id": clap.clap_id, "seq": offset + 1})
+
+    async def _send_json(self, connection: ServerConnection, doc: dict) -> None:
         try:
-            await connection.send(orjson.dumps({"type": "ack", "id": clap.clap_id}).decode())
+            await connection.send(orjson.dumps(doc).decode())
         except ConnectionClosed:
             pass
 
