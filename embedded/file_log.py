@@ -63,19 +63,32 @@ class FileClapLog:
         cut = _after_last_newline(self._fd, size)
         if cut == size:
             return size
-        side = self.path.with_name(f"{self.path.name}.torn-at-{cut}")
-        with open(side, "wb") as out:
-            for position in range(cut, size, READ_CHUNK):
-                out.write(os.pread(self._fd, min(READ_CHUNK, size - position), position))
-            out.flush()
-            os.fsync(out.fileno())
+        try:
+            kept_in = f"set aside in {self._copy_to_side_file(cut, size)}"
+        except OSError as error:
+            # They were never acked: losing them costs nothing, refusing to start would.
+            kept_in = f"not set aside ({error!r}); they began {os.pread(self._fd, 200, cut)!r}"
         os.ftruncate(self._fd, cut)
         log.warning(
             "%s: %d bytes after the last complete line (byte %d, offset %d) were torn by a crash and "
-            "never acknowledged; set aside in %s",
-            self.path, size - cut, cut, _count_lines(self._fd, cut), side,
+            "never acknowledged; %s",
+            self.path, size - cut, cut, _count_lines(self._fd, cut), kept_in,
         )
         return cut
+
+    def _copy_to_side_file(self, start: int, end: int) -> Path:
+        side = self.path.with_name(f"{self.path.name}.torn-at-{start}")
+        tries = 1
+        while side.exists():  # torn at the same byte before: keep both
+            side = self.path.with_name(f"{self.path.name}.torn-at-{start}.{tries}")
+            tries += 1
+        with open(side, "xb") as out:
+            for position in range(start, end, READ_CHUNK):
+                out.write(os.pread(self._fd, min(READ_CHUNK, end - position), position))
+            out.flush()
+            os.fsync(out.fileno())
+        _fsync_directory(self.path.parent)
+        return side
 
     async def append(self, clap: ClapRecorded) -> int:
         """Return the event's offset once it is durable; raise if it could not be made so."""
