@@ -31,6 +31,12 @@ def user_key(article: str, user: str) -> str:
     return f"{article}{KEY_SEPARATOR}{user}"
 
 
+def split_user_key(key: str) -> tuple[str, str]:
+    """``(article, user)`` of a state key made by :func:`user_key`."""
+    article, _, user = key.partition(KEY_SEPARATOR)
+    return article, user
+
+
 def position_of(tally: ArticleTally) -> int:
     """The ``seq`` of an article's total: one past the newest log offset it includes."""
     return tally.offset + 1

@@ -67,6 +67,11 @@ class EmbeddedProcessor:
         counter = ClapCounter(tracked_users, tracked_tallies, epoch=self.epoch)
         counter.assign(LOG_PARTITION, self.clap_log.end_offset, self.applied_offset + 1)
         self.counter = counter
+        if self.applied_offset + 1 > self.clap_log.end_offset:
+            log.warning(
+                "applied offset %d is past the log's durable end %d (a data dir from before durable ends?)",
+                self.applied_offset, self.clap_log.end_offset,
+            )
         log.info("embedded processor resuming after log offset %d", self.applied_offset)
         inbox: asyncio.Queue[tuple[int, object]] = asyncio.Queue(maxsize=self.max_batch)
         reader = asyncio.create_task(self._read_log(inbox), name="log-reader")

@@ -1,22 +1,19 @@
 """The counter store's read_mine: a user's counted claps on an article, for "you: n/50".
 
 The rows are written the way each deployment fills them: the embedded processor commits its
-per-user state to SQLite; in the distributed one the projector writes ``user_totals`` rows,
-inserted here directly so the read is tested on its own.
+per-user state to SQLite; in the distributed one the projector writes ``user_totals`` rows.
 """
 from core.ledger import UserClaps
 from core.processing import user_key
 from embedded.sqlite_store import SqliteCounterStore
+from projector.service import UserTotal
 
 
 async def record_mine(store, article: str, user: str, total: int) -> None:
     if isinstance(store, SqliteCounterStore):
         await store.commit({user_key(article, user): UserClaps(total, 7, (("c1", 7, total),))}, {}, 7, 1, [])
     else:
-        session = store._session
-        session.execute(
-            f"INSERT INTO {store.keyspace}.user_totals (article, user, total) VALUES (%s, %s, %s)", (article, user, total)
-        )
+        await store.write_user_totals([UserTotal(article, user, total, 1, 7)])
 
 
 async def test_nobody_has_clapped_reads_zero(counter_store):
