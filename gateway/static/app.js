@@ -5,8 +5,11 @@
 //   sent, sent but not acked, and acked at a seq above the total's (an ack's seq says "in every
 //   total at this seq or above"). So it does not dip between a send and the total that counts it.
 // - "you: n/50" comes from the server: the count answering a join carries `mine`, this reader's
-//   counted claps on the article, plus the same own claps not yet in it. Nothing is kept in the
-//   browser's storage, so it is right on every device.
+//   counted claps on the article. The page takes the first one it gets and adds each of its own
+//   batches that was not in it, once. Later answers (after a reconnect) are not taken: a batch
+//   re-sent after a lost ack is acked at its second position, so the page could not tell whether
+//   the server's number already holds it. Nothing is kept in the browser's storage, so the
+//   number is right on every device and after every load.
 // - A clap batch keeps its id until it is acked or finally refused: `unavailable` and
 //   `rate_limited` are retried with backoff, and a reconnect re-sends every unacked batch, all
 //   with the same id (the server counts an id once).
@@ -34,10 +37,10 @@
   let gatewayIndex = Math.floor(Math.random() * gateways.length);
 
   let seen = { epoch: Number(root.dataset.epoch), seq: Number(root.dataset.seq), total: Number(root.dataset.total) };
-  let mine = null;           // { count, seq }: the server's count of this reader's claps, at seq
+  let mine = null;           // the server's count of this reader's claps, plus own batches since
   let buffered = 0;          // clicks not yet sent
   let flushTimer = null;
-  const batches = new Map(); // id -> { count, seq: null until acked, retries }
+  const batches = new Map(); // id -> { count, seq: null until acked, retries, inMine }
   let ws = null;
   let backoff = 250;
 
@@ -48,7 +51,7 @@
     for (const batch of batches.values()) if (keep(batch)) n += batch.count;
     return n;
   };
-  const mineNow = () => (mine === null ? null : mine.count + sum(notIn(mine.seq)));
+  const mineNow = () => (mine === null ? null : mine + sum((batch) => !batch.inMine));
 
   function render() {
     countEl.textContent = String(seen.total + sum(notIn(seen.seq)));
@@ -63,9 +66,14 @@
   function settle() {
     for (const [id, batch] of batches) {
       if (batch.seq === null || batch.seq > seen.seq) continue;
-      if (mine !== null && batch.seq > mine.seq) mine.count += batch.count;
+      if (mine !== null && !batch.inMine) mine += batch.count;
       batches.delete(id);
     }
+  }
+
+  function takeMine(count, seq) {
+    mine = count;
+    for (const batch of batches.values()) batch.inMine = batch.seq !== null && batch.seq <= seq;
   }
 
   const newId = () => (crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`).replace(/[^A-Za-z0-9_-]/g, "");
@@ -76,7 +84,7 @@
     flushTimer = null;
     if (!buffered) return;
     const id = newId();
-    batches.set(id, { count: buffered, seq: null, retries: 0 });
+    batches.set(id, { count: buffered, seq: null, retries: 0, inMine: false });
     buffered = 0;
     sendClap(id);
   }
@@ -118,8 +126,8 @@
       if (msg.type === "count" && msg.article === article) {
         const stale = !newer(msg.epoch, msg.seq) && !(msg.epoch === seen.epoch && msg.seq === seen.seq);
         if (newer(msg.epoch, msg.seq)) seen = { epoch: msg.epoch, seq: msg.seq, total: msg.total };
-        // A join answer older than what this page holds (a lagging gateway) may lack own claps.
-        if (typeof msg.mine === "number" && !stale) mine = { count: msg.mine, seq: msg.seq };
+        // A join answer older than what this page shows (a lagging gateway) may lack own claps.
+        if (typeof msg.mine === "number" && mine === null && !stale) takeMine(msg.mine, msg.seq);
         settle();
         render();
       } else if (msg.type === "ack") {
