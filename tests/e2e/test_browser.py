@@ -122,9 +122,11 @@ async def test_a_refused_append_is_retried_with_the_same_id_and_counted_once(bro
         await expect(page.locator("#count")).to_have_text("3")
         await expect(page.locator("#mine")).to_have_text("you: 3/50")
         await expect(page.locator("#status")).to_have_text("live")
-        refused = service.logs[0].refused
-        assert len(refused) == 2 and refused[0] == refused[1]  # refused twice, the same batch
-        assert service.logged_ids() == [refused[0]]  # then logged once, with the same id
+        # The clicks made one batch, or more on a slow machine; the first two appends were refused.
+        refused, logged = service.logs[0].refused, service.logged_ids()
+        assert len(refused) == 2
+        assert set(refused) <= set(logged)  # each refused batch was retried with its id ...
+        assert len(logged) == len(set(logged))  # ... and logged once
         await page.screenshot(path=str(log_dir / "browser-retried-append.png"))
         await context.close()
     finally:
@@ -169,7 +171,10 @@ async def test_the_shown_count_never_dips_during_a_clap_burst(browser, tmp_path,
 
 
 async def test_a_page_moves_to_the_next_gateway_and_resends_what_was_not_acked(browser, tmp_path, log_dir):
-    service = await InProcessService(tmp_path, gateways=2, wrap_log=lambda index, log: HeldAcks(log)).start()
+    # Appends are held far longer than the test runs: the acks are lost only by the stop.
+    service = await InProcessService(
+        tmp_path, gateways=2, wrap_log=lambda index, log: HeldAcks(log), append_timeout_s=120.0
+    ).start()
     try:
         context = await browser.new_context()
         page = await context.new_page()
@@ -179,29 +184,35 @@ async def test_a_page_moves_to_the_next_gateway_and_resends_what_was_not_acked(b
         holding = [len(gateway.readers) for gateway in service.gateways]
         assert sorted(holding) == [0, 1]
         first, second = holding.index(1), holding.index(0)
+        held = service.logs[first].held
         service.logs[first].holding = True
         for _ in range(3):
             await page.click("#clap")
-        for _ in range(100):  # the batch is in the log; its ack will never come
-            if service.logs[first].held:
+        for _ in range(100):  # the clicks' batches (one, or more on a slow machine) are in the log
+            if sum(held.values()) == 3:
                 break
             await asyncio.sleep(0.05)
-        [held_id] = service.logs[first].held
-        await expect(page.locator("#count")).to_have_text("3")
+        assert sum(held.values()) == 3
+        # Counted, but never acked: the page cannot tell that the total already holds its
+        # batches, so until the re-sent ones are acked it shows them on top (docs/PROTOCOL.md).
+        await wait_counted(service.url(second), "hello-claps", 3)
+        await expect(page.locator("#count")).to_have_text("6")
 
-        await service.stop_gateway(first)
+        await service.stop_gateway(first)  # their acks are lost with it
         await expect(page.locator("#status")).to_have_text("live", timeout=LIVE_S)
         assert len(service.gateways[second].readers) == 1
         await wait_counted(service.url(second), "hello-claps", 3)
         await expect(page.locator("#count")).to_have_text("3")
         await expect(page.locator("#mine")).to_have_text("you: 3/50")
-        for _ in range(100):  # re-sent with the same id: in the log twice, counted once
-            if service.logged_ids().count(held_id) == 2:
+        twice = sorted(list(held) * 2)
+        for _ in range(100):  # re-sent with the same ids: in the log twice, counted once
+            if sorted(service.logged_ids()) == twice:
                 break
             await asyncio.sleep(0.05)
-        assert service.logged_ids() == [held_id, held_id]
+        assert sorted(service.logged_ids()) == twice
         await page.wait_for_timeout(300)
         assert (await asyncio.to_thread(http_json, f"{service.url(second)}/api/articles/hello-claps/claps"))["total"] == 3
+        await expect(page.locator("#count")).to_have_text("3")
         await page.screenshot(path=str(log_dir / "browser-after-gateway-stop.png"))
         await context.close()
     finally:

@@ -64,13 +64,13 @@ class HeldAcks:
     def __init__(self, inner: ClapLog) -> None:
         self.inner = inner
         self.holding = False
-        self.held: list[str] = []
+        self.held: dict[str, int] = {}  # clap id -> count, of the appends held
         self.release = asyncio.Event()
 
     async def append(self, clap: ClapRecorded) -> int:
         offset = await self.inner.append(clap)
         if self.holding:
-            self.held.append(clap.clap_id)
+            self.held[clap.clap_id] = clap.count
             await self.release.wait()
         return offset
 
