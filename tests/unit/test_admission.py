@@ -173,3 +173,14 @@ async def test_embedded_articles_are_journalled_and_survive_a_restart(tmp_path):
     again = EmbeddedArticles(Catalogue(), path)
     assert again.load() == 4
     assert sorted(a.id for a in again.catalogue.articles()) == ["x1", "x2", "x3"]
+
+
+def test_article_records_match_the_published_schema():
+    import schemas
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(schemas.load("article.v1"))
+    Draft202012Validator.check_schema(schemas.load("article.v1"))
+    validator.validate(orjson.loads(article_to_json(Article("a", "A", "body"))))
+    validator.validate(orjson.loads(article_to_json(Article("b", "B"))))
+    assert list(validator.iter_errors({"id": "a b", "title": ""}))
