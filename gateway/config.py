@@ -49,6 +49,10 @@ class GatewayConfig:
     allowed_origins: frozenset[str] = frozenset()
     admin_token: str = ""  # CLAP_ADMIN_TOKEN; embedded mode without one keeps its own
     write_buffer_high: int = 64 * 1024
+    # The kernel's send buffer per socket. Left to autotuning it grows to 4 MiB for a reader that
+    # stops reading, before the gateway's own conflation even notices; bounded, a stalled reader
+    # costs at most this plus one frame per room, and 100,000 sockets cannot pin gigabytes.
+    socket_send_buffer: int = 64 * 1024
     keepalive_s: float = 20.0
     name: str = "gateway-1"
 
@@ -85,6 +89,8 @@ class GatewayConfig:
             ),
             admin_token=env.get("CLAP_ADMIN_TOKEN", cls.admin_token),
             name=env.get("GATEWAY_NAME", cls.name),
+            socket_send_buffer=int(env.get("SOCKET_SEND_BUFFER", cls.socket_send_buffer)),
+            write_buffer_high=int(env.get("WRITE_BUFFER_HIGH", cls.write_buffer_high)),
         )
 
     def with_stored_credentials(self) -> GatewayConfig:
