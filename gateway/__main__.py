@@ -73,7 +73,7 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
         stack.push_async_callback(gateway.stop)
         print(f"clap service ({config.mode}) ready at http://{config.host}:{gateway.port}/", flush=True)
         if article_admin is not None:
-            where = "CLAP_ADMIN_TOKEN" if "CLAP_ADMIN_TOKEN" in os.environ else Path(config.data_dir) / ADMIN_TOKEN_FILE
+            where = "CLAP_ADMIN_TOKEN" if os.environ.get("CLAP_ADMIN_TOKEN") else Path(config.data_dir) / ADMIN_TOKEN_FILE
             print(f"admin token (PUT /api/admin/articles/ID?title=T): {where}", flush=True)
         waiter = asyncio.create_task(stop.wait())
         # Crash-only: if the feed, the processing loop or another vital task ends, the process
