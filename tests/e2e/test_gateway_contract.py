@@ -110,6 +110,7 @@ async def test_readers_that_never_read_do_not_slow_down_the_others(tmp_path, log
     embedded = EmbeddedService(tmp_path / "data", log_dir, "slow-readers")
     embedded.start(SOCKET_SEND_BUFFER="4096", WRITE_BUFFER_HIGH="8192")
     rooms = [f"slow-readers-{n}" for n in range(16)]
+    embedded.register(*rooms)
     stalled = [_raw_websocket(embedded.port, rooms) for _ in range(20)]
     fast = [await Reader.open(embedded.ws_url) for _ in range(5)]
     for reader in fast:

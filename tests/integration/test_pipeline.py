@@ -100,6 +100,7 @@ def cassandra_user_totals(keyspace: str, article: str) -> dict[str, int]:
 
 async def test_each_readers_counted_claps_are_stored_for_their_mine(pipeline):
     article = f"mine-{uuid.uuid4().hex[:6]}"
+    await register_articles(pipeline, article)
     tokens = [new_token(pipeline.base_url) for _ in range(3)]
     clappers = [await Reader.open(pipeline.ws_url, token) for token in tokens]
     plans = [[7], [30, 30], [5, 5]]  # the second user passes the cap; the third retries an id below
