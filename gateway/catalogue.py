@@ -251,11 +251,15 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["seed"] and len(argv) == 1:
         articles, removed = list(SEEDED), []
     elif argv[:1] == ["put"] and len(argv) == 3:
-        articles, removed = [article_from_doc({"id": argv[1], "title": argv[2]})], []
+        try:
+            articles, removed = [article_from_doc({"id": argv[1], "title": argv[2]})], []
+        except ValueError as error:
+            print(f"not an article: {error}", file=sys.stderr)
+            return 2
     elif argv[:1] == ["delete"] and len(argv) == 2 and is_valid_id(argv[1]):
         articles, removed = [], [argv[1]]
     else:
-        print(__doc__.split("Command line", 1)[1], file=sys.stderr)
+        print("usage:" + __doc__.split("::", 1)[1].rstrip(), file=sys.stderr)
         return 2
     asyncio.run(publish_articles(config.kafka_bootstrap, config.articles_topic, articles, removed))
     print(f"published {len(articles)} articles and {len(removed)} removals to {config.articles_topic}")

@@ -3,6 +3,8 @@ read it to its end, and refuse articles it does not hold (docs/PROTOCOL.md, "The
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,7 +19,7 @@ from processor.config import ProcessorConfig
 from processor.topics import ensure_topics
 from tests.support.clients import Reader, http_json, new_token
 from tests.support.pipeline import register_articles
-from tests.support.processes import ServiceProcess, free_port
+from tests.support.processes import REPO, ServiceProcess, free_port
 
 pytestmark = pytest.mark.services
 
@@ -119,3 +121,23 @@ async def test_a_gateway_answers_only_once_it_knows_every_article_published_befo
         assert len(http_json(f"http://127.0.0.1:{port}/api/articles")) == len(SEEDED) + 3000
     finally:
         gateway.stop()
+
+
+async def test_the_command_line_publishes_and_removes_articles(real_services):
+    config = await fresh_topics(f"it-cli-{uuid.uuid4().hex[:8]}")
+
+    def cli(*args: str) -> None:
+        env = {"PYTHONPATH": str(REPO), "KAFKA_BOOTSTRAP": BOOTSTRAP, "ARTICLES_TOPIC": config.articles_topic}
+        subprocess.run([sys.executable, "-m", "gateway.catalogue", *args], env=env, cwd=REPO, check=True, timeout=60,
+                       capture_output=True)
+
+    await asyncio.to_thread(cli, "put", "by-hand", "By hand")
+    await asyncio.to_thread(cli, "delete", "why-logs-win")
+    catalogue = Catalogue()
+    feed = KafkaCatalogueFeed(BOOTSTRAP, config.articles_topic, catalogue)
+    try:
+        await feed.start()
+    finally:
+        await feed.close()
+    assert {a.id for a in catalogue.articles()} == {a.id for a in SEEDED} - {"why-logs-win"} | {"by-hand"}
+    assert catalogue.get("by-hand") == Article("by-hand", "By hand")
