@@ -5,6 +5,7 @@ Rules live in ``core``; this module only moves bytes between sockets and the thr
 from __future__ import annotations
 
 import asyncio
+import hmac
 import html
 import logging
 import re
@@ -24,9 +25,10 @@ from websockets.http11 import Request, Response
 from core.identity import issue_token, verify_token
 from core.messages import ClapRecorded, CountChanged
 from core.ports import ClapLog, CounterStore, CountFeed
-from core.ratelimit import TokenBucket
-from core.validation import Clap, Join, Leave, Refused, is_valid_id, parse_client_message
+from core.ratelimit import KeyedRateLimiter, TokenBucket
+from core.validation import Clap, Join, Leave, Refused, is_allowed_origin, is_valid_id, parse_client_message
 from gateway import articles, pages
+from gateway.catalogue import Catalogue, EmbeddedArticles, article_from_doc
 from gateway.config import GatewayConfig
 from gateway.health import Outages
 from gateway.http import cookie, html_response, json_error, json_response, respond, split_path
@@ -37,6 +39,7 @@ log = logging.getLogger("gateway")
 TOKEN_COOKIE = "clap_token"
 _CLAPS_PATH = re.compile(r"^/api/articles/([^/]+)/claps$")
 _ARTICLE_PAGE = re.compile(r"^/articles/([^/]+)$")
+_ADMIN_ARTICLE = re.compile(r"^/api/admin/articles/([^/]+)$")
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
 CLAP_LOG = "clap log"
@@ -75,6 +78,14 @@ class Metrics:
         self.refused_connections = Counter(
             "gateway_connections_refused", "Connections refused at capacity", registry=self.registry
         )
+        self.refused_handshakes = Counter(
+            "gateway_handshakes_refused", "Websocket handshakes and sessions refused for a foreign Origin",
+            registry=self.registry,
+        )
+        self.identities = Counter(
+            "gateway_identities", "New identities, issued or refused past the per-address limit", ["outcome"],
+            registry=self.registry,
+        )
 
 
 class Gateway:
@@ -85,13 +96,22 @@ class Gateway:
         store: CounterStore,
         feed: CountFeed,
         *,
+        catalogue: Catalogue | None = None,
+        article_admin: EmbeddedArticles | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self.config = config
         self.clap_log = clap_log
         self.store = store
         self.feed = feed
+        # The articles readers may join and clap for; the admin writes them in embedded mode only
+        # (distributed: the platform publishes them to the articles topic).
+        self.catalogue = catalogue if catalogue is not None else Catalogue(articles.SEEDED)
+        self.article_admin = article_admin
         self.clock_ms = clock_ms
+        self.identity_limiter = KeyedRateLimiter(
+            config.identities_per_minute / 60, config.identity_burst, config.identity_limiter_addresses
+        )
         self.rooms = RoomRegistry(write_buffer_high=config.write_buffer_high)
         self.metrics = Metrics()
         self.readers: set[Reader] = set()
@@ -164,6 +184,11 @@ class Gateway:
     async def _route(self, connection: ServerConnection, request: Request) -> Response | None:
         path, query = split_path(request)
         method = request.method
+        if path in ("/ws", "/api/session") and not self._origin_allowed(request):
+            # A page of another site may neither read through a visitor's connection nor
+            # replace the visitor's identity.
+            self.metrics.refused_handshakes.inc()
+            return json_error(403, "forbidden_origin", "this origin may not use this service")
         if path == "/ws":
             if len(self.readers) >= self.config.max_connections:
                 self.metrics.refused_connections.inc()
@@ -171,16 +196,19 @@ class Gateway:
                 return json_error(503, "at_capacity", "this gateway holds its maximum of connections; retry another")
             return None
         if method == "POST" and path == "/api/session":
-            user, token = self.new_identity()
-            return json_response(200, {"user": user, "token": token}, [self._cookie_header(token)])
+            return self._session(connection, request)
+        if match := _ADMIN_ARTICLE.match(path):
+            return await self._admin_article(request, method, match.group(1), query)
         if method != "GET":
             return json_error(405, "method_not_allowed", f"{method} is not supported on {path}")
         if path == "/api/articles":
-            return json_response(200, [{"id": a.id, "title": a.title} for a in articles.SEEDED])
+            return json_response(200, [{"id": a.id, "title": a.title} for a in self.catalogue.articles()])
         if match := _CLAPS_PATH.match(path):
             article = match.group(1)
             if not is_valid_id(article):
                 return json_error(400, "bad_request", "article must match [A-Za-z0-9_-]{1,64}")
+            if article not in self.catalogue:
+                return json_error(404, "not_found", f"no article {article!r}")
             try:
                 total = await self.read_total(article)
             except StoreUnavailable as error:
@@ -208,15 +236,15 @@ class Gateway:
             self.metrics.backlogged_readers.set(len(self.rooms._backlogged))
             return respond(200, generate_latest(self.metrics.registry), "text/plain; version=0.0.4")
         if path == "/":
-            return html_response(pages.index_page(articles.SEEDED))
+            return html_response(pages.index_page(self.catalogue.articles()))
         if match := _ARTICLE_PAGE.match(path):
-            return await self._article_page(request, match.group(1))
+            return await self._article_page(connection, request, match.group(1))
         if path.startswith("/static/"):
             return self._static(path.removeprefix("/static/"))
         return json_error(404, "not_found", f"nothing at {path}")
 
-    async def _article_page(self, request: Request, article_id: str) -> Response:
-        article = articles.BY_ID.get(article_id)
+    async def _article_page(self, connection: ServerConnection, request: Request, article_id: str) -> Response:
+        article = self.catalogue.get(article_id)
         if article is None:
             return json_error(404, "not_found", f"no article {article_id!r}")
         try:
@@ -224,10 +252,84 @@ class Gateway:
         except StoreUnavailable:
             return respond(503, pages.unavailable_page(article).encode(), "text/html; charset=utf-8", [("Retry-After", "5")])
         headers = []
+        # A valid identity is never replaced. Past the address's limit the page is served
+        # without one: the reader can read, and clapping answers `unauthenticated`.
         if verify_token(self.config.secret, cookie(request, TOKEN_COOKIE)) is None:
-            _, token = self.new_identity()
-            headers.append(self._cookie_header(token))
+            issued = self._issue_identity(connection, request)
+            if issued is not None:
+                headers.append(self._cookie_header(issued[1]))
         return html_response(pages.article_page(article, total, self.config.gateway_urls), headers)
+
+    def _session(self, connection: ServerConnection, request: Request) -> Response:
+        """POST /api/session: the caller's identity if its cookie holds a valid one, else a new one."""
+        token = cookie(request, TOKEN_COOKIE)
+        user = verify_token(self.config.secret, token)
+        if user is None:
+            issued = self._issue_identity(connection, request)
+            if issued is None:
+                retry_s = max(1, round(60 / max(self.config.identities_per_minute, 1e-3)))
+                return json_response(
+                    429, {"error": "rate_limited", "message": "too many new identities from this address; retry later"},
+                    [("Retry-After", str(retry_s))],
+                )
+            user, token = issued
+        return json_response(200, {"user": user, "token": token}, [self._cookie_header(token)])
+
+    def _issue_identity(self, connection: ServerConnection, request: Request) -> tuple[str, str] | None:
+        """A new identity, or None when the client's address has had its share (the per-user cap
+        holds per identity, so identities themselves are rationed)."""
+        if not self.identity_limiter.take(self._client_address(connection, request), self.clock_ms()):
+            self.metrics.identities.labels("refused").inc()
+            return None
+        self.metrics.identities.labels("issued").inc()
+        return self.new_identity()
+
+    def _client_address(self, connection: ServerConnection, request: Request) -> str:
+        if self.config.client_ip_header:
+            # Set by the trusted proxy in front of every gateway; the last hop is the one it added.
+            values = request.headers.get_all(self.config.client_ip_header)
+            if values:
+                return values[-1].split(",")[-1].strip()
+        peer = connection.remote_address
+        return str(peer[0]) if peer else "unknown"
+
+    def _origin_allowed(self, request: Request) -> bool:
+        hosts = request.headers.get_all("Host")
+        return is_allowed_origin(
+            request.headers.get_all("Origin"), hosts[0] if len(hosts) == 1 else None, self.config.allowed_origins
+        )
+
+    async def _admin_article(self, request: Request, method: str, article_id: str, query: dict[str, list[str]]) -> Response:
+        """PUT /api/admin/articles/{id}?title=T[&body=B] and DELETE: embedded mode's catalogue writes."""
+        if self.article_admin is None:
+            return json_error(404, "not_found", "articles come from the platform's articles topic in this deployment")
+        if not self._is_admin(request):
+            return json_response(
+                401, {"error": "unauthorized", "message": "needs Authorization: Bearer <CLAP_ADMIN_TOKEN>"},
+                [("WWW-Authenticate", "Bearer")],
+            )
+        if method == "PUT":
+            try:
+                article = article_from_doc(
+                    {"id": article_id, "title": (query.get("title") or [None])[0], "body": (query.get("body") or [""])[0]}
+                )
+            except ValueError as error:
+                return json_error(400, "bad_request", str(error))
+            await self.article_admin.put(article)
+            return json_response(200, {"id": article.id, "title": article.title})
+        if method == "DELETE":
+            if not is_valid_id(article_id):
+                return json_error(400, "bad_request", "article must match [A-Za-z0-9_-]{1,64}")
+            await self.article_admin.remove(article_id)
+            return json_response(200, {"id": article_id, "deleted": True})
+        return json_error(405, "method_not_allowed", f"{method} is not supported on /api/admin/articles/{{id}}")
+
+    def _is_admin(self, request: Request) -> bool:
+        values = request.headers.get_all("Authorization")
+        if not self.config.admin_token or len(values) != 1:
+            return False
+        scheme, _, given = values[0].partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.config.admin_token.encode())
 
     def _static(self, name: str) -> Response:
         path = STATIC_DIR / name
@@ -241,7 +343,7 @@ class Gateway:
 
     @staticmethod
     def _cookie_header(token: str) -> tuple[str, str]:
-        return ("Set-Cookie", f"{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=31536000")
+        return ("Set-Cookie", f"{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=31536000")
 
     async def read_total(self, article: str) -> CountChanged:
         """The durable total, or the room's newer one if the store has not caught up yet.
@@ -294,6 +396,7 @@ class Gateway:
         # Most readers never clap: the clapping state is made on the first clap, which keeps an
         # idle connection small (capacity is counted in idle connections).
         bucket: TokenBucket | None = None
+        room_changes: TokenBucket | None = None
         inflight: asyncio.Semaphore | None = None
         self.readers.add(reader)
         try:
@@ -305,13 +408,20 @@ class Gateway:
                     continue
                 try:
                     message = parse_client_message(raw)
+                    if isinstance(message, (Join, Leave)):
+                        if room_changes is None:
+                            room_changes = TokenBucket(self.config.joins_per_second, self.config.join_burst, self.clock_ms())
+                        if not room_changes.take(self.clock_ms()):
+                            raise Refused("rate_limited", "too many joins and leaves; slow down")
                     if isinstance(message, Join):
+                        self._require_known(message.article)
                         self._join(reader, message.article, user, connection)
                     elif isinstance(message, Leave):
                         self.rooms.leave(reader, message.article)
                     elif isinstance(message, Clap):
                         if user is None:
                             raise Refused("unauthenticated", "clapping needs a session token", message.clap_id)
+                        self._require_known(message.article, message.clap_id)
                         if bucket is None:
                             bucket = TokenBucket(self.config.claps_per_second, self.config.clap_burst, self.clock_ms())
                             inflight = asyncio.Semaphore(self.config.inflight_claps_per_connection)
@@ -326,6 +436,11 @@ class Gateway:
         finally:
             self.readers.discard(reader)
             self.rooms.drop(reader)
+
+    def _require_known(self, article: str, clap_id: str | None = None) -> None:
+        """Only the platform's articles get rooms, store reads and log entries."""
+        if article not in self.catalogue:
+            raise Refused("not_found", f"no article {article!r}", clap_id)
 
     def _join(self, reader: Reader, article: str, user: str | None, connection: ServerConnection) -> None:
         if article not in reader.articles and len(reader.articles) >= self.config.max_rooms_per_connection:

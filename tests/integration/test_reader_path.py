@@ -7,12 +7,14 @@ import uuid
 import pytest
 
 from tests.support.clients import Reader, new_token
+from tests.support.pipeline import register_articles
 
 pytestmark = pytest.mark.services
 
 
 async def test_acks_point_at_the_total_that_counts_them_and_joins_answer_mine(pipeline):
     article = f"reader-path-{uuid.uuid4().hex[:8]}"
+    await register_articles(pipeline, article)
     token = await asyncio.to_thread(new_token, pipeline.base_url)
     reader = await Reader.open(pipeline.ws_url)
     await reader.join(article)

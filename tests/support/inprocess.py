@@ -119,9 +119,12 @@ class InProcessService:
         self.feed = InMemoryCountFeed()
         self.processor = EmbeddedProcessor(self.log, self.store, self.feed, window_ms=100, epoch=1)
         ports = [free_port() for _ in range(gateways)]
+        urls = tuple(f"http://127.0.0.1:{port}" for port in ports)
         base = GatewayConfig(
             port=0, secret=SECRET, claps_per_second=1000, clap_burst=1000,
-            gateway_urls=tuple(f"http://127.0.0.1:{port}" for port in ports),
+            identities_per_minute=100_000, identity_burst=100_000,  # tests open many identities
+            # A page of one gateway connects to the others: the gateways of one deployment.
+            gateway_urls=urls, allowed_origins=frozenset(urls),
         )
         self.logs = [wrap_log(index, self.log) for index in range(gateways)]
         self.stores = [wrap_store(index, self.store) for index in range(gateways)]
