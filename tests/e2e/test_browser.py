@@ -199,8 +199,12 @@ async def test_a_page_moves_to_the_next_gateway_and_resends_what_was_not_acked(b
         await expect(page.locator("#count")).to_have_text("6")
 
         await service.stop_gateway(first)  # their acks are lost with it
-        await expect(page.locator("#status")).to_have_text("live", timeout=LIVE_S)
+        for _ in range(200):  # the page notices the close and connects to the other gateway
+            if len(service.gateways[second].readers) == 1:
+                break
+            await asyncio.sleep(0.05)
         assert len(service.gateways[second].readers) == 1
+        await expect(page.locator("#status")).to_have_text("live", timeout=LIVE_S)
         await wait_counted(service.url(second), "hello-claps", 3)
         await expect(page.locator("#count")).to_have_text("3")
         await expect(page.locator("#mine")).to_have_text("you: 3/50")
