@@ -62,6 +62,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.connections = Gauge("gateway_connections", "Open websocket connections", registry=self.registry)
+        self.max_connections = Gauge(
+            "gateway_max_connections", "Connections this gateway holds before refusing more (MAX_CONNECTIONS)",
+            registry=self.registry,
+        )
         self.rooms = Gauge("gateway_rooms", "Articles with at least one reader here", registry=self.registry)
         self.claps_acked = Counter("gateway_claps_acked", "Clap batches durably logged", registry=self.registry)
         self.claps_refused = Counter(
@@ -114,6 +118,7 @@ class Gateway:
         )
         self.rooms = RoomRegistry(write_buffer_high=config.write_buffer_high)
         self.metrics = Metrics()
+        self.metrics.max_connections.set(config.max_connections)
         self.readers: set[Reader] = set()
         self._loading: dict[str, asyncio.Task[None]] = {}
         self.outages = Outages()

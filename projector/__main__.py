@@ -6,12 +6,14 @@ import logging
 import signal
 
 from projector.cassandra_store import CassandraCounterStore
+from projector import metrics
 from projector.config import ProjectorConfig
 from projector.service import Projector
 
 
 async def main() -> None:
     config = ProjectorConfig.from_env()
+    metrics.serve(config.metrics_host, config.metrics_port)
     store = CassandraCounterStore(
         config.cassandra_hosts, config.cassandra_port, config.cassandra_keyspace,
         replication_factor=config.replication_factor,
