@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.clients import Reader, new_token
 from tests.support.pipeline import cassandra_total, register_articles, running_pipeline
+from tests.support.observability import queried_metrics
 from tests.support.scrape import Samples, scrape, value, values
 
 pytestmark = pytest.mark.services
@@ -99,6 +100,10 @@ async def test_each_service_counts_exactly_the_claps_sent(real_services, run_id,
             projector, "projector_write_seconds_count", kind="user")
         assert all(v == 0 for v in values(projector, "projector_lag").values())
         assert (cassandra_total(pipeline.keyspace, article) or (0,))[0] == EXPECTED_TOTAL
+
+        # Every series the dashboard and the alert rules query is in what the services export.
+        scraped = {name for samples in (gateway, processor, projector) for name, _ in samples}
+        assert {name: sorted(where) for name, where in queried_metrics().items() if name not in scraped} == {}
 
         for client in (clapper, anonymous):
             await client.close()
