@@ -42,6 +42,9 @@ _ARTICLE_PAGE = re.compile(r"^/articles/([^/]+)$")
 _ADMIN_ARTICLE = re.compile(r"^/api/admin/articles/([^/]+)$")
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
+# The REST API's OpenAPI 3.1 document, kept by hand; tests/e2e/test_openapi.py holds it to what
+# this module answers.
+OPENAPI = (Path(__file__).parent / "openapi.json").read_bytes()
 CLAP_LOG = "clap log"
 COUNTER_STORE = "counter store"
 # A room whose first store read failed tries again after each of these (seconds), then waits
@@ -200,12 +203,16 @@ class Gateway:
                 log.warning("refusing websocket: at capacity (%d connections)", len(self.readers))
                 return json_error(503, "at_capacity", "this gateway holds its maximum of connections; retry another")
             return None
-        if method == "POST" and path == "/api/session":
+        if path == "/api/session":
+            if method != "POST":
+                return json_error(405, "method_not_allowed", f"{method} is not supported on {path}")
             return self._session(connection, request)
         if match := _ADMIN_ARTICLE.match(path):
             return await self._admin_article(request, method, match.group(1), query)
         if method != "GET":
             return json_error(405, "method_not_allowed", f"{method} is not supported on {path}")
+        if path == "/api/openapi.json":
+            return respond(200, OPENAPI, "application/json")
         if path == "/api/articles":
             return json_response(200, [{"id": a.id, "title": a.title} for a in self.catalogue.articles()])
         if match := _CLAPS_PATH.match(path):
