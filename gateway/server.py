@@ -489,7 +489,7 @@ class Gateway:
                 mine = await asyncio.wait_for(self.store.read_mine(article, user), self.config.store_timeout_s)
             except Exception as error:
                 self.outages.failed(COUNTER_STORE, self.clock_ms() / 1000, error)
-                log.warning("reading the claps of %s on %s failed: %r", user, article, error)
+                log.warning("reading the claps of %s on %s failed: %r", user, article, error, extra={"article": article})
                 return
             if article in reader.articles:
                 await self._send_json(connection, {**total.to_dict(), "mine": mine})
@@ -509,9 +509,10 @@ class Gateway:
                 except Exception as error:
                     if retry_in is None:
                         log.error("reading the total of %s failed %d times (%r); the room waits for a live total",
-                                  article, len(ROOM_LOAD_RETRIES_S) + 1, error)
+                                  article, len(ROOM_LOAD_RETRIES_S) + 1, error, extra={"article": article})
                         return
-                    log.warning("reading the total of %s failed (%r); retrying in %.2f s", article, error, retry_in)
+                    log.warning("reading the total of %s failed (%r); retrying in %.2f s", article, error, retry_in,
+                                extra={"article": article})
                 await asyncio.sleep(retry_in)
                 room = self.rooms.rooms.get(article)
                 if room is None or room.latest is not None:
@@ -528,7 +529,8 @@ class Gateway:
             offset = await asyncio.wait_for(self.clap_log.append(event), self.config.append_timeout_s)
         except Exception as error:
             self.outages.failed(CLAP_LOG, self.clock_ms() / 1000, error)
-            log.warning("clap %s not logged: %r", clap.clap_id, error)
+            log.warning("clap %s not logged: %r", clap.clap_id, error,
+                        extra={"clap_id": clap.clap_id, "article": clap.article})
             await self._send_error(
                 connection, Refused("unavailable", "the clap was not confirmed; retry with the same id", clap.clap_id)
             )

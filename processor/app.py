@@ -24,6 +24,7 @@ from core.ledger import ArticleTally, UserClaps
 from core.messages import ClapRecorded
 from core.partitioning import article_partitioner
 from core.processing import ClapCounter, LogEvent
+from observability.logs import faust_logging_config
 from processor import metrics
 from processor.config import ProcessorConfig
 
@@ -89,6 +90,7 @@ app = faust.App(
     web_port=config.web_port,
     consumer_auto_offset_reset="earliest",
     stream_wait_empty=True,
+    logging_config=faust_logging_config("processor", config.log_format),
 )
 
 claps_topic = app.topic(config.clap_topic, key_serializer="raw", value_serializer="raw", partitions=config.partitions)
@@ -213,5 +215,6 @@ def _parse(event: Any) -> ClapRecorded | None:
         return ClapRecorded.from_json(event.value)
     except (ValueError, KeyError, TypeError):
         message = event.message
-        log.warning("skipping malformed clap at %s[%d]@%d", message.topic, message.partition, message.offset)
+        log.warning("skipping malformed clap at %s[%d]@%d", message.topic, message.partition, message.offset,
+                    extra={"partition": message.partition, "offset": message.offset})
         return None

@@ -123,7 +123,8 @@ class Projector:
                     elif record.value is not None:  # a tombstone: the processor dropped a key
                         users.append(user_total_from_changelog(record.key, record.value, int(changelog.group(1))))
                 except (ValueError, KeyError, TypeError, AttributeError):
-                    log.warning("skipping malformed record at %s[%d]@%d", record.topic, record.partition, record.offset)
+                    log.warning("skipping malformed record at %s[%d]@%d", record.topic, record.partition, record.offset,
+                                extra={"topic": record.topic, "partition": record.partition, "offset": record.offset})
         return totals, users
 
     async def _write_with_retry(self, write, rows, kind: str) -> None:
@@ -139,7 +140,8 @@ class Projector:
                 return
             except TRANSIENT as error:  # Cassandra unavailable: hold the batch, never skip it
                 metrics.write_retries.inc()
-                log.warning("writing %d rows failed (%r); retrying in %.1fs", len(rows), error, delay)
+                log.warning("writing %d rows failed (%r); retrying in %.1fs", len(rows), error, delay,
+                            extra={"kind": kind, "rows": len(rows)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

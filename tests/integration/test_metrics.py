@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 
+import orjson
 import pytest
 
 from tests.support.clients import Reader, new_token
@@ -52,7 +53,8 @@ def lags_are_zero(samples: Samples, name: str, partitions: int) -> bool:
 
 
 async def test_each_service_counts_exactly_the_claps_sent(real_services, run_id, log_dir):
-    with running_pipeline(run_id, "metrics", log_dir) as (pipeline, _):
+    # JSON logs, as deployed: the same run checks that every service writes them.
+    with running_pipeline(run_id, "metrics", log_dir, LOG_FORMAT="json") as (pipeline, _):
         article = f"metered-{uuid.uuid4().hex[:6]}"
         await register_articles(pipeline, article)
         clapper = await Reader.open(pipeline.ws_url, new_token(pipeline.base_url))
@@ -107,3 +109,17 @@ async def test_each_service_counts_exactly_the_claps_sent(real_services, run_id,
 
         for client in (clapper, anonymous):
             await client.close()
+        for service, process in (("gateway", pipeline.gateway), ("processor", pipeline.processor),
+                                 ("projector", pipeline.projector)):
+            lines = json_log_lines(process.log_text())
+            assert {line["service"] for line in lines} == {service}
+        # Faust's own records go through the same JSON formatter.
+        assert any(line["logger"].startswith("faust") and "Ready" in line["message"]
+                   for line in json_log_lines(pipeline.processor.log_text()))
+
+
+def json_log_lines(text: str) -> list[dict]:
+    """Every line of a service's output, each required to be one JSON log record."""
+    lines = [orjson.loads(line) for line in text.splitlines() if line.strip()]
+    assert lines and all({"ts", "level", "logger", "service", "message"} <= set(line) for line in lines)
+    return lines

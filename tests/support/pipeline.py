@@ -55,8 +55,8 @@ def pipeline_env(run_id: str, name: str) -> dict[str, str]:
     }
 
 
-def start_pipeline(run_id: str, name: str, log_dir) -> Pipeline:
-    env = pipeline_env(run_id, name)
+def start_pipeline(run_id: str, name: str, log_dir, **extra_env: str) -> Pipeline:
+    env = {**pipeline_env(run_id, name), **extra_env}
     # In a thread of its own: callers may already run an event loop (Playwright, pytest-asyncio).
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, ensure_topics(ProcessorConfig.from_env(env))).result()
@@ -90,9 +90,9 @@ def start_processor(pipeline: Pipeline, name: str, log_dir, **env: str) -> Servi
 
 
 @contextmanager
-def running_pipeline(run_id: str, name: str, log_dir) -> Iterator[tuple[Pipeline, list[ServiceProcess]]]:
+def running_pipeline(run_id: str, name: str, log_dir, **extra_env: str) -> Iterator[tuple[Pipeline, list[ServiceProcess]]]:
     """A pipeline, plus a list where a test registers the extra processes it starts."""
-    started = start_pipeline(run_id, name, log_dir)
+    started = start_pipeline(run_id, name, log_dir, **extra_env)
     extra: list[ServiceProcess] = []
     try:
         yield started, extra
