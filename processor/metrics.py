@@ -12,7 +12,6 @@ several workers on one host need nothing more than their distinct web ports.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -84,8 +83,8 @@ async def refresh_lag(app: faust.App, clap_topic: str) -> None:
         try:
             position = await app.consumer.position(tp)
             end = app.consumer.highwater(tp)
-        except (AssertionError, KeyError, asyncio.TimeoutError, ValueError) as error:
-            # Not fetched yet, or revoked meanwhile: the next round will know.
+        except Exception as error:  # noqa: BLE001 - a gauge must never stop the worker
+            # Not fetched yet, or revoked meanwhile (a rebalance): the next round will know.
             log.debug("no lag for %s yet: %r", tp, error)
             continue
         if position is None or end is None:
