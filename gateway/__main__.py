@@ -18,6 +18,7 @@ from gateway.articles import SEEDED
 from gateway.catalogue import Catalogue, EmbeddedArticles, KafkaCatalogueFeed
 from gateway.config import ADMIN_TOKEN_FILE, GatewayConfig
 from gateway.server import Gateway
+from observability.logs import setup_logging
 
 log = logging.getLogger("gateway")
 
@@ -71,10 +72,10 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
         gateway = Gateway(config, clap_log, store, feed, catalogue=catalogue, article_admin=article_admin)
         await gateway.start()
         stack.push_async_callback(gateway.stop)
-        print(f"clap service ({config.mode}) ready at http://{config.host}:{gateway.port}/", flush=True)
+        log.info("clap service (%s) ready at http://%s:%d/", config.mode, config.host, gateway.port)
         if article_admin is not None:
             where = "CLAP_ADMIN_TOKEN" if os.environ.get("CLAP_ADMIN_TOKEN") else Path(config.data_dir) / ADMIN_TOKEN_FILE
-            print(f"admin token (PUT /api/admin/articles/ID?title=T): {where}", flush=True)
+            log.info("admin token (PUT /api/admin/articles/ID?title=T): %s", where)
         waiter = asyncio.create_task(stop.wait())
         # Crash-only: if the feed, the processing loop or another vital task ends, the process
         # exits non-zero and its supervisor restarts it, rather than serving stale counts.
@@ -98,9 +99,10 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = GatewayConfig.from_env()
+    setup_logging("gateway", config.log_format)
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    config = GatewayConfig.from_env().with_stored_credentials()
+    config = config.with_stored_credentials()
 
     async def _main() -> None:
         stop = asyncio.Event()

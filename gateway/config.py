@@ -20,6 +20,7 @@ class GatewayConfig:
     mode: str = "embedded"  # embedded | distributed
     secret: bytes = b""  # CLAP_SECRET; embedded mode without one keeps its own in the data directory
     data_dir: str = "data"
+    log_format: str = "text"  # LOG_FORMAT: json (deploy/k8s) or text (observability/logs.py)
     kafka_bootstrap: str = "127.0.0.1:9092"
     clap_topic: str = "claps"
     counts_topic: str = "clap-counts"
@@ -72,6 +73,7 @@ class GatewayConfig:
             mode=env.get("CLAP_MODE", cls.mode),
             secret=env.get("CLAP_SECRET", "").encode(),
             data_dir=env.get("CLAP_DATA_DIR", cls.data_dir),
+            log_format=env.get("LOG_FORMAT", cls.log_format),
             kafka_bootstrap=env.get("KAFKA_BOOTSTRAP", cls.kafka_bootstrap),
             clap_topic=env.get("CLAP_TOPIC", cls.clap_topic),
             counts_topic=env.get("COUNTS_TOPIC", cls.counts_topic),

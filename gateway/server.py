@@ -42,6 +42,9 @@ _ARTICLE_PAGE = re.compile(r"^/articles/([^/]+)$")
 _ADMIN_ARTICLE = re.compile(r"^/api/admin/articles/([^/]+)$")
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
+# The REST API's OpenAPI 3.1 document, kept by hand; tests/e2e/test_openapi.py holds it to what
+# this module answers.
+OPENAPI = (Path(__file__).parent / "openapi.json").read_bytes()
 CLAP_LOG = "clap log"
 COUNTER_STORE = "counter store"
 # A room whose first store read failed tries again after each of these (seconds), then waits
@@ -62,6 +65,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.connections = Gauge("gateway_connections", "Open websocket connections", registry=self.registry)
+        self.max_connections = Gauge(
+            "gateway_max_connections", "Connections this gateway holds before refusing more (MAX_CONNECTIONS)",
+            registry=self.registry,
+        )
         self.rooms = Gauge("gateway_rooms", "Articles with at least one reader here", registry=self.registry)
         self.claps_acked = Counter("gateway_claps_acked", "Clap batches durably logged", registry=self.registry)
         self.claps_refused = Counter(
@@ -114,6 +121,7 @@ class Gateway:
         )
         self.rooms = RoomRegistry(write_buffer_high=config.write_buffer_high)
         self.metrics = Metrics()
+        self.metrics.max_connections.set(config.max_connections)
         self.readers: set[Reader] = set()
         self._loading: dict[str, asyncio.Task[None]] = {}
         self.outages = Outages()
@@ -195,12 +203,16 @@ class Gateway:
                 log.warning("refusing websocket: at capacity (%d connections)", len(self.readers))
                 return json_error(503, "at_capacity", "this gateway holds its maximum of connections; retry another")
             return None
-        if method == "POST" and path == "/api/session":
+        if path == "/api/session":
+            if method != "POST":
+                return json_error(405, "method_not_allowed", f"{method} is not supported on {path}")
             return self._session(connection, request)
         if match := _ADMIN_ARTICLE.match(path):
             return await self._admin_article(request, method, match.group(1), query)
         if method != "GET":
             return json_error(405, "method_not_allowed", f"{method} is not supported on {path}")
+        if path == "/api/openapi.json":
+            return respond(200, OPENAPI, "application/json")
         if path == "/api/articles":
             return json_response(200, [{"id": a.id, "title": a.title} for a in self.catalogue.articles()])
         if match := _CLAPS_PATH.match(path):
@@ -477,7 +489,7 @@ class Gateway:
                 mine = await asyncio.wait_for(self.store.read_mine(article, user), self.config.store_timeout_s)
             except Exception as error:
                 self.outages.failed(COUNTER_STORE, self.clock_ms() / 1000, error)
-                log.warning("reading the claps of %s on %s failed: %r", user, article, error)
+                log.warning("reading the claps of %s on %s failed: %r", user, article, error, extra={"article": article})
                 return
             if article in reader.articles:
                 await self._send_json(connection, {**total.to_dict(), "mine": mine})
@@ -497,9 +509,10 @@ class Gateway:
                 except Exception as error:
                     if retry_in is None:
                         log.error("reading the total of %s failed %d times (%r); the room waits for a live total",
-                                  article, len(ROOM_LOAD_RETRIES_S) + 1, error)
+                                  article, len(ROOM_LOAD_RETRIES_S) + 1, error, extra={"article": article})
                         return
-                    log.warning("reading the total of %s failed (%r); retrying in %.2f s", article, error, retry_in)
+                    log.warning("reading the total of %s failed (%r); retrying in %.2f s", article, error, retry_in,
+                                extra={"article": article})
                 await asyncio.sleep(retry_in)
                 room = self.rooms.rooms.get(article)
                 if room is None or room.latest is not None:
@@ -516,7 +529,8 @@ class Gateway:
             offset = await asyncio.wait_for(self.clap_log.append(event), self.config.append_timeout_s)
         except Exception as error:
             self.outages.failed(CLAP_LOG, self.clock_ms() / 1000, error)
-            log.warning("clap %s not logged: %r", clap.clap_id, error)
+            log.warning("clap %s not logged: %r", clap.clap_id, error,
+                        extra={"clap_id": clap.clap_id, "article": clap.article})
             await self._send_error(
                 connection, Refused("unavailable", "the clap was not confirmed; retry with the same id", clap.clap_id)
             )

@@ -23,6 +23,7 @@ class ProcessorConfig:
     app_prefix: str = "clap-processor"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    log_format: str = "text"  # LOG_FORMAT: json (deploy/k8s) or text (observability/logs.py)
 
     @property
     def batch_wait_s(self) -> float:
@@ -56,4 +57,5 @@ class ProcessorConfig:
             app_prefix=env.get("PROCESSOR_APP_PREFIX", cls.app_prefix),
             web_host=env.get("PROCESSOR_WEB_HOST", cls.web_host),
             web_port=int(env.get("PROCESSOR_WEB_PORT", cls.web_port)),
+            log_format=env.get("LOG_FORMAT", cls.log_format),
         )

@@ -29,6 +29,8 @@ class Pipeline:
     processor: ServiceProcess
     projector: ServiceProcess
     gateway: ServiceProcess
+    processor_metrics_url: str = ""
+    projector_metrics_url: str = ""
 
 
 def pipeline_env(run_id: str, name: str) -> dict[str, str]:
@@ -53,16 +55,18 @@ def pipeline_env(run_id: str, name: str) -> dict[str, str]:
     }
 
 
-def start_pipeline(run_id: str, name: str, log_dir) -> Pipeline:
-    env = pipeline_env(run_id, name)
+def start_pipeline(run_id: str, name: str, log_dir, **extra_env: str) -> Pipeline:
+    env = {**pipeline_env(run_id, name), **extra_env}
     # In a thread of its own: callers may already run an event loop (Playwright, pytest-asyncio).
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, ensure_topics(ProcessorConfig.from_env(env))).result()
-    port = free_port()
+    port, processor_web_port, projector_metrics_port = free_port(), free_port(), free_port()
     processor = ServiceProcess(
-        f"{name}-processor", ["-m", "processor", "worker", "-l", "info"], {**env, "PROCESSOR_WEB_PORT": str(free_port())}, log_dir
+        f"{name}-processor", ["-m", "processor", "worker", "-l", "info"], {**env, "PROCESSOR_WEB_PORT": str(processor_web_port)}, log_dir
     )
-    projector = ServiceProcess(f"{name}-projector", ["-m", "projector"], env, log_dir)
+    projector = ServiceProcess(
+        f"{name}-projector", ["-m", "projector"], {**env, "PROJECTOR_METRICS_PORT": str(projector_metrics_port)}, log_dir
+    )
     gateway = ServiceProcess(f"{name}-gateway", ["-m", "gateway"], {**env, "PORT": str(port)}, log_dir)
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -73,7 +77,8 @@ def start_pipeline(run_id: str, name: str, log_dir) -> Pipeline:
         for process in (gateway, projector, processor):  # leave nothing running behind a failure
             process.stop()
         raise
-    return Pipeline(base_url, f"ws://127.0.0.1:{port}/ws", env, env["CASSANDRA_KEYSPACE"], processor, projector, gateway)
+    return Pipeline(base_url, f"ws://127.0.0.1:{port}/ws", env, env["CASSANDRA_KEYSPACE"], processor, projector, gateway,
+                    f"http://127.0.0.1:{processor_web_port}/metrics", f"http://127.0.0.1:{projector_metrics_port}/metrics")
 
 
 def start_processor(pipeline: Pipeline, name: str, log_dir, **env: str) -> ServiceProcess:
@@ -85,9 +90,9 @@ def start_processor(pipeline: Pipeline, name: str, log_dir, **env: str) -> Servi
 
 
 @contextmanager
-def running_pipeline(run_id: str, name: str, log_dir) -> Iterator[tuple[Pipeline, list[ServiceProcess]]]:
+def running_pipeline(run_id: str, name: str, log_dir, **extra_env: str) -> Iterator[tuple[Pipeline, list[ServiceProcess]]]:
     """A pipeline, plus a list where a test registers the extra processes it starts."""
-    started = start_pipeline(run_id, name, log_dir)
+    started = start_pipeline(run_id, name, log_dir, **extra_env)
     extra: list[ServiceProcess] = []
     try:
         yield started, extra
