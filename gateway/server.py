@@ -82,7 +82,7 @@ class Gateway:
         self.store = store
         self.feed = feed
         self.clock_ms = clock_ms
-        self.rooms = RoomRegistry(write_buffer_high=config.write_buffer_high)
+        self.rooms = RoomRegistry(write_buffer_high=config.write_buffer_high, on_open=feed.follow, on_close=feed.unfollow)
         self.metrics = Metrics()
         self.readers: set[Reader] = set()
         self._loading: dict[str, asyncio.Task[None]] = {}
@@ -292,6 +292,8 @@ class Gateway:
 
     async def _load_room(self, article: str) -> None:
         try:
+            # Live totals first, then the store: a total is in one or the other, never in neither.
+            await self.feed.followed(article)
             stored = await self.store.read(article)
         except Exception:
             log.exception("reading the total of %s failed", article)
