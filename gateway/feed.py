@@ -97,13 +97,23 @@ class PartitionedCountFeed(KafkaCountFeed):
         if self._next.pop(shard, None) is not None:
             self._apply_assignment()
 
-    async def followed(self, article: str) -> None:
-        """Return once every total of ``article`` published from now on will be delivered."""
+    async def followed(self, article: str, timeout_s: float = 5.0) -> None:
+        """Return once every total of ``article`` published from now on will be delivered.
+
+        While Kafka cannot say where the partition ends, this gives up after ``timeout_s`` (with a
+        warning) rather than hold the room's first total: the room then shows the store's total,
+        and its live totals start once the partition is read (a total published in between
+        reaches it with the article's next one).
+        """
         if self._interest is None or not self._interest.follows(article):
             return
         pinned = self._pinned.get(shard_of(article, self._interest.partitions))
-        if pinned is not None:
-            await asyncio.shield(pinned)
+        if pinned is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(pinned), timeout_s)
+        except TimeoutError:
+            log.warning("feed: partition of %s not pinned after %.0f s; its live totals start late", article, timeout_s)
 
     @property
     def following(self) -> frozenset[int]:
@@ -180,6 +190,9 @@ class PartitionedCountFeed(KafkaCountFeed):
         assert self._pinner is not None
         try:
             while True:
+                if self._pinner.done():
+                    self._pinner.result()  # raises what ended it: the gateway must not go on half-deaf
+                    raise RuntimeError("the feed's partition pinner stopped")
                 if not self._assigned.is_set():
                     await self._wait_for_a_partition()
                 try:
