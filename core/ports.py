@@ -56,4 +56,7 @@ class CounterStore(Protocol):
 
     async def read(self, article: str) -> CountChanged | None: ...
 
+    async def read_mine(self, article: str, user: str) -> int:
+        """How many of ``user``'s claps on ``article`` are counted (0 if none), for "you: n/50"."""
+
     async def close(self) -> None: ...

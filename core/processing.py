@@ -147,16 +147,17 @@ class ClapCounter:
             self.users[key] = applied.user
         if applied.article is not article:
             self.articles[clap.article] = applied.article
-        if applied.counted or applied.replayed:
-            # A replayed event adds nothing but is announced again: its announcement may have
-            # been lost in the crash that made it replay.
-            delta = 0 if applied.replayed else applied.counted
-            pending = self._unannounced.get(clap.article)
-            if pending is None:
-                self._unannounced[clap.article] = _Unannounced(event.partition, delta, clap.at_ms)
-            else:
-                pending.delta += delta
-                pending.newest_at_ms = max(pending.newest_at_ms, clap.at_ms)
+        # Every event is announced, also one that counted nothing: a retried id or a clap past
+        # the cap was acked with its own position, and the browser waits for a total at or above
+        # it before it stops adding the clap itself. A replayed event is announced again: its
+        # announcement may have been lost in the crash that made it replay.
+        delta = 0 if applied.replayed else applied.counted
+        pending = self._unannounced.get(clap.article)
+        if pending is None:
+            self._unannounced[clap.article] = _Unannounced(event.partition, delta, clap.at_ms)
+        else:
+            pending.delta += delta
+            pending.newest_at_ms = max(pending.newest_at_ms, clap.at_ms)
 
     def _announce_live(self) -> list[CountChanged]:
         totals = []

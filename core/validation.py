@@ -81,3 +81,31 @@ def parse_client_message(raw: bytes | str) -> ClientMessage:
     if not 1 <= count <= MAX_CLAPS_PER_MESSAGE:
         raise Refused("bad_count", f"count must be between 1 and {MAX_CLAPS_PER_MESSAGE}", clap_id)
     return Clap(article, count, clap_id)
+
+
+def normalize_origin(origin: str) -> str:
+    """``Scheme://host[:port]`` compared case-insensitively, without a trailing slash."""
+    return origin.strip().rstrip("/").lower()
+
+
+def is_allowed_origin(origins: list[str], host: str | None, allowed: frozenset[str]) -> bool:
+    """Whether a websocket handshake with these ``Origin`` header values may proceed.
+
+    No ``Origin`` at all is a client that is not a browser (another service): it is served,
+    since the token, not the page, is what lets it clap. A browser always sends exactly one;
+    it must be the gateway's own (``http(s)://`` + the request's ``Host``) or one listed in
+    ``allowed`` (normalized with :func:`normalize_origin`). Anything else, ``null`` or several
+    values included, is a page of another site and is refused.
+    """
+    if not origins:
+        return True
+    if len(origins) != 1:
+        return False
+    origin = normalize_origin(origins[0])
+    if origin in allowed:
+        return True
+    scheme, separator, authority = origin.partition("://")
+    return (
+        bool(separator) and scheme in ("http", "https") and host is not None
+        and authority == host.strip().lower()
+    )

@@ -14,7 +14,9 @@ import signal
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from gateway.config import GatewayConfig
+from gateway.articles import SEEDED
+from gateway.catalogue import Catalogue, EmbeddedArticles, KafkaCatalogueFeed
+from gateway.config import ADMIN_TOKEN_FILE, GatewayConfig
 from gateway.server import Gateway
 
 log = logging.getLogger("gateway")
@@ -23,6 +25,8 @@ log = logging.getLogger("gateway")
 async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
     async with AsyncExitStack() as stack:
         background: list[asyncio.Task] = []
+        catalogue = Catalogue()
+        article_admin: EmbeddedArticles | None = None
         if config.mode == "embedded":
             from embedded.feed import InMemoryCountFeed
             from embedded.file_log import FileClapLog
@@ -30,6 +34,9 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
             from embedded.sqlite_store import SqliteCounterStore
 
             data = Path(config.data_dir)
+            catalogue = Catalogue(SEEDED)
+            article_admin = EmbeddedArticles(catalogue, data / "articles.jsonl")
+            article_admin.load()
             clap_log = FileClapLog(data / "claps.log")
             store = SqliteCounterStore(data / "counts.sqlite3")
             feed = InMemoryCountFeed()
@@ -54,13 +61,21 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
             stack.push_async_callback(store.close)
             feed = PartitionedCountFeed(config.kafka_bootstrap, config.counts_topic)
             stack.push_async_callback(feed.close)
+            # Serve only once every article published before this start is known.
+            articles_feed = KafkaCatalogueFeed(config.kafka_bootstrap, config.articles_topic, catalogue)
+            stack.push_async_callback(articles_feed.close)
+            await articles_feed.start()
+            background.append(asyncio.create_task(articles_feed.follow(), name="catalogue"))
         else:
             raise SystemExit(f"CLAP_MODE must be embedded or distributed, not {config.mode!r}")
 
-        gateway = Gateway(config, clap_log, store, feed)
+        gateway = Gateway(config, clap_log, store, feed, catalogue=catalogue, article_admin=article_admin)
         await gateway.start()
         stack.push_async_callback(gateway.stop)
         print(f"clap service ({config.mode}) ready at http://{config.host}:{gateway.port}/", flush=True)
+        if article_admin is not None:
+            where = "CLAP_ADMIN_TOKEN" if os.environ.get("CLAP_ADMIN_TOKEN") else Path(config.data_dir) / ADMIN_TOKEN_FILE
+            print(f"admin token (PUT /api/admin/articles/ID?title=T): {where}", flush=True)
         waiter = asyncio.create_task(stop.wait())
         # Crash-only: if the feed, the processing loop or another vital task ends, the process
         # exits non-zero and its supervisor restarts it, rather than serving stale counts.
@@ -86,7 +101,7 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    config = GatewayConfig.from_env()
+    config = GatewayConfig.from_env().with_stored_credentials()
 
     async def _main() -> None:
         stop = asyncio.Event()

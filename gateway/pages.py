@@ -1,7 +1,7 @@
 """The reader pages. Server-rendered so the count at load is the durable one."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from html import escape
 
 from core.messages import CountChanged
@@ -22,12 +22,14 @@ def index_page(seeded: Iterable[Article]) -> str:
     return _HEAD.format(title="Articles") + f"<h1>Articles</h1><ul class=\"articles\">{items}</ul>" + _FOOT
 
 
-def article_page(article: Article, total: CountChanged) -> str:
+def article_page(article: Article, total: CountChanged, gateways: Sequence[str] = ()) -> str:
+    """``gateways``: the base URLs the script connects to, in turn after each close (empty: this origin)."""
     return (
         _HEAD.format(title=escape(article.title))
         + f"""<p><a href="/">&larr; all articles</a></p>
 <article id="article" data-article="{escape(article.id)}"
-  data-total="{total.total}" data-seq="{total.seq}" data-epoch="{total.epoch}">
+  data-total="{total.total}" data-seq="{total.seq}" data-epoch="{total.epoch}"
+  data-gateways="{escape(" ".join(gateways))}">
 <h1>{escape(article.title)}</h1>
 <p class="body">{escape(article.body)}</p>
 <div class="claps">
@@ -38,5 +40,15 @@ def article_page(article: Article, total: CountChanged) -> str:
 <p id="status" class="status">connecting&hellip;</p>
 </article>
 <script src="/static/app.js"></script>"""
+        + _FOOT
+    )
+
+
+def unavailable_page(article: Article) -> str:
+    return (
+        _HEAD.format(title=escape(article.title))
+        + f"""<p><a href="/">&larr; all articles</a></p>
+<h1>{escape(article.title)}</h1>
+<p class="status">The clap count cannot be read right now. Reload in a few seconds.</p>"""
         + _FOOT
     )

@@ -10,6 +10,7 @@ class ProcessorConfig:
     kafka_bootstrap: str = "127.0.0.1:9092"
     clap_topic: str = "claps"
     counts_topic: str = "clap-counts"
+    articles_topic: str = "articles"  # created (and seeded) by processor.topics; read by gateways
     partitions: int = 12
     replication_factor: int = 1
     window_ms: int = 100
@@ -45,6 +46,7 @@ class ProcessorConfig:
             kafka_bootstrap=env.get("KAFKA_BOOTSTRAP", cls.kafka_bootstrap),
             clap_topic=env.get("CLAP_TOPIC", cls.clap_topic),
             counts_topic=env.get("COUNTS_TOPIC", cls.counts_topic),
+            articles_topic=env.get("ARTICLES_TOPIC", cls.articles_topic),
             partitions=int(env.get("CLAP_PARTITIONS", cls.partitions)),
             replication_factor=int(env.get("KAFKA_RF", cls.replication_factor)),
             window_ms=int(env.get("CLAP_WINDOW_MS", cls.window_ms)),

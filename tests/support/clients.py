@@ -31,6 +31,8 @@ class Reader:
         self.out_of_order = 0
         self.drops = 0  # a newer total below an older one: what a reader must never see
         self.acks: set[str] = set()
+        self.ack_seqs: dict[str, int] = {}  # clap id -> the seq its ack carried
+        self.mine: dict[str, int] = {}  # article -> "mine" of the newest join answer
         self.errors: list[dict] = []
         self._task = asyncio.create_task(self._receive())
 
@@ -58,6 +60,8 @@ class Reader:
             async for raw in self.ws:
                 doc = orjson.loads(raw)
                 if doc["type"] == "count":
+                    if "mine" in doc:
+                        self.mine[doc["article"]] = doc["mine"]
                     position = (doc["epoch"], doc["seq"])
                     seen = self.positions.get(doc["article"])
                     if seen is not None and position <= seen:
@@ -70,6 +74,7 @@ class Reader:
                     self.counts_received += 1
                 elif doc["type"] == "ack":
                     self.acks.add(doc["id"])
+                    self.ack_seqs[doc["id"]] = doc["seq"]
                 else:
                     self.errors.append(doc)
         except websockets.ConnectionClosed:

@@ -3,6 +3,9 @@ processor (Faust), projector and gateway as subprocesses on names unique to this
 from __future__ import annotations
 
 import asyncio
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
@@ -10,6 +13,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from gateway.articles import Article
+from gateway.catalogue import publish_articles
 from processor.config import ProcessorConfig
 from processor.topics import ensure_topics
 from tests.support.processes import ServiceProcess, free_port
@@ -33,6 +38,7 @@ def pipeline_env(run_id: str, name: str) -> dict[str, str]:
         "CASSANDRA_HOSTS": "127.0.0.1",
         "CLAP_TOPIC": f"it-{run_id}-{name}-claps",
         "COUNTS_TOPIC": f"it-{run_id}-{name}-counts",
+        "ARTICLES_TOPIC": f"it-{run_id}-{name}-articles",
         "CLAP_PARTITIONS": "4",
         "CASSANDRA_KEYSPACE": f"it_{run_id}_{name}",
         "PROCESSOR_APP_PREFIX": f"it-{run_id}-{name}",
@@ -41,6 +47,9 @@ def pipeline_env(run_id: str, name: str) -> dict[str, str]:
         "CLAP_WINDOW_MS": "100",
         "CLAPS_PER_SECOND": "1000",
         "CLAP_BURST": "1000",
+        # Every test identity comes from 127.0.0.1.
+        "NEW_IDENTITIES_PER_MINUTE": "100000",
+        "NEW_IDENTITY_BURST": "100000",
     }
 
 
@@ -91,6 +100,28 @@ def running_pipeline(run_id: str, name: str, log_dir) -> Iterator[tuple[Pipeline
 def pipeline(real_services, run_id, log_dir):
     with running_pipeline(run_id, "main", log_dir) as (started, _):
         yield started
+
+
+async def register_articles(pipeline: Pipeline, *article_ids: str, gateways: list[str] | None = None,
+                            timeout_s: float = 30) -> None:
+    """Publish articles to the run's articles topic, as the platform does, and wait until every
+    gateway (the pipeline's, or the base URLs given) knows them. The topic has one partition,
+    so a gateway that knows the last one knows them all."""
+    await publish_articles(pipeline.env["KAFKA_BOOTSTRAP"], pipeline.env["ARTICLES_TOPIC"],
+                           [Article(article_id, article_id) for article_id in article_ids])
+
+    def known(base_url: str) -> bool:
+        try:
+            with urllib.request.urlopen(f"{base_url}/api/articles/{article_ids[-1]}/claps", timeout=5) as response:
+                return response.status == 200
+        except urllib.error.HTTPError:
+            return False
+
+    for base_url in gateways or [pipeline.base_url]:
+        deadline = time.monotonic() + timeout_s
+        while not await asyncio.to_thread(known, base_url):
+            assert time.monotonic() < deadline, f"{base_url} did not learn of {article_ids[-1]} in {timeout_s} s"
+            await asyncio.sleep(0.1)
 
 
 def cassandra_total(keyspace: str, article: str) -> tuple[int, int] | None:

@@ -37,7 +37,9 @@ def test_count_message_matches_its_schema_on_topic_and_websocket():
 
 
 def test_server_acks_and_errors_match():
-    validator("ws-server.v1").validate({"type": "ack", "id": "c1"})
+    validator("ws-server.v1").validate({"type": "ack", "id": "c1", "seq": 8})
+    validator("ws-server.v1").validate({**CountChanged("a", 10, 2, 4, 1, 99).to_dict(), "mine": 3})
+    assert list(validator("ws-server.v1").iter_errors({"type": "ack", "id": "c1"}))  # an ack says where it counts
     validator("ws-server.v1").validate({"type": "error", "code": "bad_count", "message": "m", "id": "c1"})
 
 
