@@ -47,7 +47,8 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
             background.append(asyncio.create_task(processor.run(), name="embedded-processor"))
             await processor.ready.wait()
         elif config.mode == "distributed":
-            from gateway.kafka_adapters import KafkaClapLog, KafkaCountFeed
+            from gateway.feed import PartitionedCountFeed
+            from gateway.kafka_adapters import KafkaClapLog
             from projector.cassandra_store import CassandraCounterStore
 
             clap_log = KafkaClapLog(config.kafka_bootstrap, config.clap_topic)
@@ -59,7 +60,7 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
             )
             await store.start()
             stack.push_async_callback(store.close)
-            feed = KafkaCountFeed(config.kafka_bootstrap, config.counts_topic)
+            feed = PartitionedCountFeed(config.kafka_bootstrap, config.counts_topic)
             stack.push_async_callback(feed.close)
             # Serve only once every article published before this start is known.
             articles_feed = KafkaCatalogueFeed(config.kafka_bootstrap, config.articles_topic, catalogue)

@@ -156,6 +156,16 @@ class KafkaCountFeed:
         finally:
             await consumer.stop()
 
+    # This feed reads every partition (gateway.feed.PartitionedCountFeed reads only its rooms').
+    def follow(self, article: str) -> None:
+        return None
+
+    def unfollow(self, article: str) -> None:
+        return None
+
+    async def followed(self, article: str) -> None:
+        return None
+
     async def close(self) -> None:
         if self._producer is not None:
             await self._producer.stop()

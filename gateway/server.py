@@ -119,7 +119,7 @@ class Gateway:
         self.identity_limiter = KeyedRateLimiter(
             config.identities_per_minute / 60, config.identity_burst, config.identity_limiter_addresses
         )
-        self.rooms = RoomRegistry(write_buffer_high=config.write_buffer_high)
+        self.rooms = RoomRegistry(write_buffer_high=config.write_buffer_high, on_open=feed.follow, on_close=feed.unfollow)
         self.metrics = Metrics()
         self.metrics.max_connections.set(config.max_connections)
         self.readers: set[Reader] = set()
@@ -502,6 +502,8 @@ class Gateway:
 
     async def _load_room(self, article: str) -> None:
         try:
+            # Live totals first, then the store: a total is in one or the other, never in neither.
+            await self.feed.followed(article)
             for retry_in in (*ROOM_LOAD_RETRIES_S, None):
                 try:
                     stored = await self._read_store(article)
