@@ -23,10 +23,10 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from core.identity import issue_token, verify_token
-from core.messages import ClapRecorded, CountChanged
+from core.messages import ClapRecorded, CountChanged, undo_recorded
 from core.ports import ClapLog, CounterStore, CountFeed
 from core.ratelimit import KeyedRateLimiter, TokenBucket
-from core.validation import Clap, Join, Leave, Refused, is_allowed_origin, is_valid_id, parse_client_message
+from core.validation import Clap, Join, Leave, Refused, Undo, is_allowed_origin, is_valid_id, parse_client_message
 from gateway import articles, pages
 from gateway.catalogue import Catalogue, EmbeddedArticles, article_from_doc
 from gateway.config import GatewayConfig
@@ -418,15 +418,17 @@ class Gateway:
                         self._join(reader, message.article, user, connection)
                     elif isinstance(message, Leave):
                         self.rooms.leave(reader, message.article)
-                    elif isinstance(message, Clap):
+                    elif isinstance(message, (Clap, Undo)):
+                        # An undo is logged like a clap: same identity, same rate limit, same ack.
+                        event_id = message.clap_id if isinstance(message, Clap) else message.undo_id
                         if user is None:
-                            raise Refused("unauthenticated", "clapping needs a session token", message.clap_id)
-                        self._require_known(message.article, message.clap_id)
+                            raise Refused("unauthenticated", "clapping needs a session token", event_id)
+                        self._require_known(message.article, event_id)
                         if bucket is None:
                             bucket = TokenBucket(self.config.claps_per_second, self.config.clap_burst, self.clock_ms())
                             inflight = asyncio.Semaphore(self.config.inflight_claps_per_connection)
                         if not bucket.take(self.clock_ms()):
-                            raise Refused("rate_limited", "too many claps; slow down", message.clap_id)
+                            raise Refused("rate_limited", "too many claps; slow down", event_id)
                         await inflight.acquire()  # backpressure: stop reading this socket
                         asyncio.create_task(self._clap(connection, user, message, inflight))
                 except Refused as refused:
@@ -508,17 +510,22 @@ class Gateway:
             self._loading.pop(article, None)
         await self.rooms.publish(stored or zero_total(article))
 
-    async def _clap(self, connection: ServerConnection, user: str, clap: Clap, inflight: asyncio.Semaphore) -> None:
-        event = ClapRecorded(clap.article, user, clap.count, clap.clap_id, self.clock_ms())
+    async def _clap(
+        self, connection: ServerConnection, user: str, message: Clap | Undo, inflight: asyncio.Semaphore
+    ) -> None:
+        if isinstance(message, Undo):
+            event = undo_recorded(message.article, user, message.undo_id, self.clock_ms())
+        else:
+            event = ClapRecorded(message.article, user, message.count, message.clap_id, self.clock_ms())
         try:
             # Bounded: with the log away a clapper hears so within append_timeout_s. An append
             # given up here may still land later; the retry with the same id counts once.
             offset = await asyncio.wait_for(self.clap_log.append(event), self.config.append_timeout_s)
         except Exception as error:
             self.outages.failed(CLAP_LOG, self.clock_ms() / 1000, error)
-            log.warning("clap %s not logged: %r", clap.clap_id, error)
+            log.warning("%s %s not logged: %r", event.kind, event.clap_id, error)
             await self._send_error(
-                connection, Refused("unavailable", "the clap was not confirmed; retry with the same id", clap.clap_id)
+                connection, Refused("unavailable", f"the {event.kind} was not confirmed; retry with the same id", event.clap_id)
             )
             return
         finally:
@@ -526,7 +533,7 @@ class Gateway:
         self.outages.recovered(CLAP_LOG)
         self.metrics.claps_acked.inc()
         # seq: this clap is in every total of its article at this seq or above, in any epoch.
-        await self._send_json(connection, {"type": "ack", "id": clap.clap_id, "seq": offset + 1})
+        await self._send_json(connection, {"type": "ack", "id": event.clap_id, "seq": offset + 1})
 
     async def _send_json(self, connection: ServerConnection, doc: dict) -> None:
         try:

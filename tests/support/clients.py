@@ -55,6 +55,9 @@ class Reader:
     async def clap(self, article: str, count: int, clap_id: str) -> None:
         await self.ws.send(orjson.dumps({"type": "clap", "article": article, "count": count, "id": clap_id}).decode())
 
+    async def undo(self, article: str, undo_id: str) -> None:
+        await self.ws.send(orjson.dumps({"type": "undo", "article": article, "id": undo_id}).decode())
+
     async def _receive(self) -> None:
         try:
             async for raw in self.ws:
