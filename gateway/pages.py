@@ -34,9 +34,13 @@ def article_page(article: Article, total: CountChanged, gateways: Sequence[str] 
 <p class="body">{escape(article.body)}</p>
 <div class="claps">
   <button id="clap" type="button" aria-label="Clap for this article">&#128079;</button>
-  <span id="count" aria-live="polite">{total.total}</span>
-  <span id="mine" class="mine"></span>
+  <span class="total" aria-live="polite" aria-atomic="true"><span id="count">{total.total}</span>
+    <span class="visually-hidden">claps</span></span>
+  <span id="burst" class="burst" aria-hidden="true"></span>
+  <span id="mine" class="mine" aria-live="polite"></span>
+  <button id="undo" type="button" class="undo" disabled>Undo my claps</button>
 </div>
+<p class="activity"><span id="minute" class="minute"></span></p>
 <p id="status" class="status">connecting&hellip;</p>
 </article>
 <script src="/static/app.js"></script>"""
