@@ -27,7 +27,11 @@ class Refused(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Join:
+    """``with_mine`` False: a page that lists articles wants totals only, not the reader's own
+    count (which would cost a store read per listed article)."""
+
     article: str
+    with_mine: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +81,7 @@ def parse_client_message(raw: bytes | str) -> ClientMessage:
     if not is_valid_id(article):
         raise Refused("bad_request", "article must match [A-Za-z0-9_-]{1,64}", clap_id)
     if kind == "join":
-        return Join(article)
+        return Join(article, doc.get("mine") is not False)
     if kind == "leave":
         return Leave(article)
     if clap_id is None:

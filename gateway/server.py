@@ -236,12 +236,33 @@ class Gateway:
             self.metrics.backlogged_readers.set(len(self.rooms._backlogged))
             return respond(200, generate_latest(self.metrics.registry), "text/plain; version=0.0.4")
         if path == "/":
-            return html_response(pages.index_page(self.catalogue.articles()))
+            return await self._index_page(query)
         if match := _ARTICLE_PAGE.match(path):
             return await self._article_page(connection, request, match.group(1))
         if path.startswith("/static/"):
             return self._static(path.removeprefix("/static/"))
         return json_error(404, "not_found", f"nothing at {path}")
+
+    async def _index_page(self, query: dict[str, list[str]]) -> Response:
+        """GET /?page=N: one page of the catalogue, as many articles as one websocket may join, so
+        the page follows every total it lists over one connection (docs/PROTOCOL.md)."""
+        size = self.config.max_rooms_per_connection
+        listed = self.catalogue.articles()
+        pages_count = max(1, -(-len(listed) // size))
+        raw = (query.get("page") or ["1"])[0]
+        page = int(raw) if raw.isdigit() else 0
+        if not 1 <= page <= pages_count:
+            return json_error(404, "not_found", f"no page {raw!r}: pages are 1 to {pages_count}")
+        shown = listed[(page - 1) * size : page * size]
+
+        async def total_or_none(article_id: str) -> CountChanged | None:
+            try:
+                return await self.read_total(article_id)
+            except StoreUnavailable:
+                return None  # the page shows a dash until the live total arrives
+
+        totals = await asyncio.gather(*(total_or_none(a.id) for a in shown))
+        return html_response(pages.index_page(list(zip(shown, totals)), page, pages_count, self.config.gateway_urls))
 
     async def _article_page(self, connection: ServerConnection, request: Request, article_id: str) -> Response:
         article = self.catalogue.get(article_id)
@@ -415,7 +436,7 @@ class Gateway:
                             raise Refused("rate_limited", "too many joins and leaves; slow down")
                     if isinstance(message, Join):
                         self._require_known(message.article)
-                        self._join(reader, message.article, user, connection)
+                        self._join(reader, message.article, user if message.with_mine else None, connection)
                     elif isinstance(message, Leave):
                         self.rooms.leave(reader, message.article)
                     elif isinstance(message, (Clap, Undo)):

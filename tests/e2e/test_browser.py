@@ -340,3 +340,31 @@ async def test_keyboard_and_screen_reader_on_a_phone(browser, embedded, log_dir)
     assert await page.locator("#clap").bounding_box() == clap_box
     await page.screenshot(path=str(log_dir / "browser-phone-after-undo.png"))
     await context.close()
+
+
+async def check_the_list_moves_live(browser, base_url: str, ws_url: str, article: str, log_dir, name: str) -> None:
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.goto(f"{base_url}/")
+    await expect(page.locator("#status")).to_have_text("live", timeout=LIVE_S)
+    total = page.locator(f'li[data-article="{article}"] .claps-total')
+    start = int(await total.inner_text())
+    other = page.locator("li[data-article] .claps-total")
+    others_before = {i: await other.nth(i).inner_text() for i in range(await other.count())}
+    clapper = await Reader.open(ws_url, await asyncio.to_thread(new_token, base_url))
+    await clapper.clap(article, 6, f"list-{name}")
+    await expect(total).to_have_text(str(start + 6), timeout=15_000)
+    await page.screenshot(path=str(log_dir / f"browser-{name}.png"))
+    changed = [i for i in range(await other.count()) if await other.nth(i).inner_text() != others_before[i]]
+    assert len(changed) == 1  # only the clapped article's row moved
+    await clapper.close()
+    await context.close()
+
+
+async def test_browser_list_embedded(browser, embedded, log_dir):
+    await check_the_list_moves_live(browser, embedded.base_url, embedded.ws_url, "hello-claps", log_dir, "list-embedded")
+
+
+@pytest.mark.services
+async def test_browser_list_distributed(browser, pipeline, log_dir):
+    await check_the_list_moves_live(browser, pipeline.base_url, pipeline.ws_url, "counting-at-scale", log_dir, "list-distributed")
