@@ -26,7 +26,17 @@ from core.identity import issue_token, verify_token
 from core.messages import ClapRecorded, CountChanged, undo_recorded
 from core.ports import ClapLog, CounterStore, CountFeed
 from core.ratelimit import KeyedRateLimiter, TokenBucket
-from core.validation import Clap, Join, Leave, Refused, Undo, is_allowed_origin, is_valid_id, parse_client_message
+from core.validation import (
+    Clap,
+    Join,
+    Leave,
+    Refused,
+    Undo,
+    is_allowed_origin,
+    is_valid_id,
+    normalize_origin,
+    parse_client_message,
+)
 from gateway import articles, pages
 from gateway.catalogue import Catalogue, EmbeddedArticles, article_from_doc
 from gateway.config import GatewayConfig
@@ -241,6 +251,10 @@ class Gateway:
             return await self._article_page(connection, request, match.group(1))
         if path.startswith("/static/"):
             return self._static(path.removeprefix("/static/"))
+        if path == "/widget.js":
+            # Any site may load the script; only origins in CLAP_ALLOWED_ORIGINS may then get an
+            # identity (/api/session) and open a websocket with it.
+            return self._static("widget.js")
         return json_error(404, "not_found", f"nothing at {path}")
 
     async def _index_page(self, query: dict[str, list[str]]) -> Response:
@@ -282,7 +296,21 @@ class Gateway:
         return html_response(pages.article_page(article, total, self.config.gateway_urls), headers)
 
     def _session(self, connection: ServerConnection, request: Request) -> Response:
-        """POST /api/session: the caller's identity if its cookie holds a valid one, else a new one."""
+        """POST /api/session: the caller's identity if its cookie holds a valid one, else a new one.
+
+        A page of an origin in CLAP_ALLOWED_ORIGINS (the embeddable widget on another site) may
+        read the answer: CORS, without credentials (its third-party cookie would be blocked
+        anyway; the widget keeps the token itself). Other origins never got this far.
+        """
+        response = self._new_session(connection, request)
+        origins = request.headers.get_all("Origin")
+        if len(origins) == 1 and normalize_origin(origins[0]) in self.config.allowed_origins:
+            response.headers["Access-Control-Allow-Origin"] = origins[0].strip()
+            response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+            response.headers["Vary"] = "Origin"
+        return response
+
+    def _new_session(self, connection: ServerConnection, request: Request) -> Response:
         token = cookie(request, TOKEN_COOKIE)
         user = verify_token(self.config.secret, token)
         if user is None:
