@@ -27,6 +27,7 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
         background: list[asyncio.Task] = []
         catalogue = Catalogue()
         article_admin: EmbeddedArticles | None = None
+        presence_bus = None  # embedded: the gateway's own in-process bus
         if config.mode == "embedded":
             from embedded.feed import InMemoryCountFeed
             from embedded.file_log import FileClapLog
@@ -46,7 +47,7 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
             background.append(asyncio.create_task(processor.run(), name="embedded-processor"))
             await processor.ready.wait()
         elif config.mode == "distributed":
-            from gateway.kafka_adapters import KafkaClapLog, KafkaCountFeed
+            from gateway.kafka_adapters import KafkaClapLog, KafkaCountFeed, KafkaPresenceBus
             from projector.cassandra_store import CassandraCounterStore
 
             clap_log = KafkaClapLog(config.kafka_bootstrap, config.clap_topic)
@@ -60,6 +61,8 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
             stack.push_async_callback(store.close)
             feed = KafkaCountFeed(config.kafka_bootstrap, config.counts_topic)
             stack.push_async_callback(feed.close)
+            presence_bus = KafkaPresenceBus(config.kafka_bootstrap, config.presence_topic)
+            stack.push_async_callback(presence_bus.close)
             # Serve only once every article published before this start is known.
             articles_feed = KafkaCatalogueFeed(config.kafka_bootstrap, config.articles_topic, catalogue)
             stack.push_async_callback(articles_feed.close)
@@ -68,7 +71,9 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
         else:
             raise SystemExit(f"CLAP_MODE must be embedded or distributed, not {config.mode!r}")
 
-        gateway = Gateway(config, clap_log, store, feed, catalogue=catalogue, article_admin=article_admin)
+        gateway = Gateway(
+            config, clap_log, store, feed, catalogue=catalogue, article_admin=article_admin, presence_bus=presence_bus
+        )
         await gateway.start()
         stack.push_async_callback(gateway.stop)
         print(f"clap service ({config.mode}) ready at http://{config.host}:{gateway.port}/", flush=True)

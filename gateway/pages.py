@@ -27,7 +27,8 @@ def index_page(
         items.append(
             f'<li data-article="{escape(article.id)}" {position}>'
             f'<a href="/articles/{escape(article.id)}">{escape(article.title)}</a>'
-            f'<span class="stats"><span class="claps-total">{shown}</span> claps</span></li>'
+            f'<span class="stats"><span class="claps-total">{shown}</span> claps'
+            f'<span class="reading"></span></span></li>'
         )
     nav = []
     if page > 1:
@@ -65,7 +66,7 @@ def article_page(article: Article, total: CountChanged, gateways: Sequence[str] 
   <span id="mine" class="mine" aria-live="polite"></span>
   <button id="undo" type="button" class="undo" disabled>Undo my claps</button>
 </div>
-<p class="activity"><span id="minute" class="minute"></span></p>
+<p class="activity"><span id="reading" class="reading"></span> <span id="minute" class="minute"></span></p>
 <p id="status" class="status">connecting&hellip;</p>
 </article>
 <script src="/static/app.js"></script>"""

@@ -42,6 +42,7 @@ from gateway.catalogue import Catalogue, EmbeddedArticles, article_from_doc
 from gateway.config import GatewayConfig
 from gateway.health import Outages
 from gateway.http import cookie, html_response, json_error, json_response, respond, split_path
+from gateway.presence import LocalPresenceBus, Presence, PresenceBus
 from gateway.rooms import Reader, RoomRegistry
 
 log = logging.getLogger("gateway")
@@ -108,6 +109,7 @@ class Gateway:
         *,
         catalogue: Catalogue | None = None,
         article_admin: EmbeddedArticles | None = None,
+        presence_bus: PresenceBus | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self.config = config
@@ -132,6 +134,15 @@ class Gateway:
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Who reads what now, over every gateway. Readers of the article list join its articles
+        # with "mine": false; they are not reading those articles, so they are counted apart.
+        self.presence = Presence(
+            config.name, presence_bus or LocalPresenceBus(), self.rooms, self._reading_here, clock_ms,
+            interval_s=config.presence_interval_s, ttl_ms=config.presence_ttl_ms,
+        )
+        self._listing: dict[Reader, set[str]] = {}
+        self._listing_per_article: dict[str, int] = {}
+        self._presence_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -140,6 +151,9 @@ class Gateway:
         self._tasks.append(asyncio.create_task(self._consume_feed(updates), name="feed"))
         self._tasks.append(asyncio.create_task(self.rooms.run_backlog_flusher(), name="backlog"))
         self._tasks.append(asyncio.create_task(self._keepalive(), name="keepalive"))
+        # Not vital: without it readers lose "N reading now", never a count or a clap.
+        self._presence_task = asyncio.create_task(self.presence.run(), name="presence")
+        self._presence_task.add_done_callback(_log_presence_end)
         self._server = await serve(
             self._handle,
             self.config.host,
@@ -172,6 +186,10 @@ class Gateway:
                 await asyncio.wait_for(self._server.wait_closed(), timeout=10)
             except TimeoutError:
                 log.warning("connections still closing after 10 s; stopping anyway")
+        if self._presence_task is not None:
+            self._presence_task.cancel()
+            await asyncio.gather(self._presence_task, return_exceptions=True)
+            await self.presence.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -465,8 +483,10 @@ class Gateway:
                     if isinstance(message, Join):
                         self._require_known(message.article)
                         self._join(reader, message.article, user if message.with_mine else None, connection)
+                        self._count_as_listing(reader, message.article, not message.with_mine)
                     elif isinstance(message, Leave):
                         self.rooms.leave(reader, message.article)
+                        self._count_as_listing(reader, message.article, False)
                     elif isinstance(message, (Clap, Undo)):
                         # An undo is logged like a clap: same identity, same rate limit, same ack.
                         event_id = message.clap_id if isinstance(message, Clap) else message.undo_id
@@ -486,7 +506,34 @@ class Gateway:
             pass
         finally:
             self.readers.discard(reader)
+            for article in list(self._listing.get(reader, ())):
+                self._count_as_listing(reader, article, False)
             self.rooms.drop(reader)
+
+    def _count_as_listing(self, reader: Reader, article: str, listing: bool) -> None:
+        """Whether ``reader`` is in ``article``'s room as a list (not reading it)."""
+        held = self._listing.get(reader)
+        if listing and (held is None or article not in held):
+            self._listing.setdefault(reader, set()).add(article)
+            self._listing_per_article[article] = self._listing_per_article.get(article, 0) + 1
+        elif not listing and held is not None and article in held:
+            held.discard(article)
+            if not held:
+                del self._listing[reader]
+            left = self._listing_per_article[article] - 1
+            if left:
+                self._listing_per_article[article] = left
+            else:
+                del self._listing_per_article[article]
+
+    def _reading_here(self) -> dict[str, int]:
+        """Readers of each article on this gateway, lists not counted (for the presence report)."""
+        counts = {}
+        for article, room in self.rooms.rooms.items():
+            reading = len(room.readers) - self._listing_per_article.get(article, 0)
+            if reading > 0:
+                counts[article] = reading
+        return counts
 
     def _require_known(self, article: str, clap_id: str | None = None) -> None:
         """Only the platform's articles get rooms, store reads and log entries."""
@@ -497,6 +544,9 @@ class Gateway:
         if article not in reader.articles and len(reader.articles) >= self.config.max_rooms_per_connection:
             raise Refused("too_many_rooms", f"a connection may join at most {self.config.max_rooms_per_connection} articles")
         room = self.rooms.join(reader, article)
+        presence = self.presence.joined(article)
+        if presence is not None:
+            self._spawn(self._send_text(connection, presence.decode()))
         if room.latest is None and article not in self._loading:
             # One store read per room, however many readers join at once.
             self._loading[article] = asyncio.create_task(self._load_room(article))
@@ -584,6 +634,17 @@ class Gateway:
         # seq: this clap is in every total of its article at this seq or above, in any epoch.
         await self._send_json(connection, {"type": "ack", "id": event.clap_id, "seq": offset + 1})
 
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _send_text(self, connection: ServerConnection, text: str) -> None:
+        try:
+            await connection.send(text)
+        except ConnectionClosed:
+            pass
+
     async def _send_json(self, connection: ServerConnection, doc: dict) -> None:
         try:
             await connection.send(orjson.dumps(doc).decode())
@@ -599,6 +660,11 @@ class Gateway:
             await connection.send(orjson.dumps(doc).decode())
         except ConnectionClosed:
             pass
+
+
+def _log_presence_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("presence stopped: %r; readers keep their last numbers", task.exception())
 
 
 def _tune_socket(sock: socket.socket | None, send_buffer: int) -> None:

@@ -20,6 +20,7 @@
 //   this reader is in flight, so it is ordered after every own batch. The page takes it that the
 //   undo took everything back ("you: 0/50"); the one case where it did not, an undo past the
 //   fifth on one article, shows right on the next load (the total is the server's either way).
+// - "N reading now" comes from `presence` messages: readers of this article on every gateway.
 // - "+N" beside the count shows what others just clapped: a count's `delta` minus the own
 //   batches it brought in. "N in the last minute" sums the positive deltas of the counts this
 //   page received over a sliding minute (since the page loaded; the first count after each
@@ -38,6 +39,7 @@
   const undoButton = document.getElementById("undo");
   const burstEl = document.getElementById("burst");
   const minuteEl = document.getElementById("minute");
+  const readingEl = document.getElementById("reading");
   const MINUTE_MS = 60_000;
 
   const wsUrl = (base) => {
@@ -184,6 +186,8 @@
           if (msg.delta > own) showBurst(msg.delta - own);
         }
         render();
+      } else if (msg.type === "presence" && msg.article === article) {
+        readingEl.textContent = `${msg.reading} reading now ·`;
       } else if (msg.type === "ack") {
         const batch = batches.get(msg.id);
         if (batch && batch.seq === null) batch.seq = msg.seq;

@@ -2,7 +2,8 @@
 // The server lists as many articles per page as one connection may join (16), so this page joins
 // them all. It joins with "mine": false: a list has no use for the reader's own counts, and each
 // would cost the gateway a store read. Totals replace the shown ones only at a newer
-// (epoch, seq), as on the article page.
+// (epoch, seq), as on the article page. "N reading" comes from `presence` messages; the list's
+// own readers are not counted as reading the articles it lists.
 (() => {
   "use strict";
   const list = document.getElementById("articles");
@@ -11,6 +12,7 @@
   for (const item of list.querySelectorAll("li[data-article]")) {
     rows.set(item.dataset.article, {
       totalEl: item.querySelector(".claps-total"),
+      readingEl: item.querySelector(".reading"),
       seen: item.dataset.seq === undefined ? null : { epoch: Number(item.dataset.epoch), seq: Number(item.dataset.seq) },
     });
   }
@@ -39,7 +41,9 @@
       const msg = JSON.parse(event.data);
       const row = rows.get(msg.article);
       if (!row) return;
-      if (msg.type === "count" && newer(row.seen, msg.epoch, msg.seq)) {
+      if (msg.type === "presence") {
+        row.readingEl.textContent = msg.reading > 0 ? ` · ${msg.reading} reading` : "";
+      } else if (msg.type === "count" && newer(row.seen, msg.epoch, msg.seq)) {
         row.seen = { epoch: msg.epoch, seq: msg.seq };
         row.totalEl.textContent = String(msg.total);
       }
