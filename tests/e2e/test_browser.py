@@ -368,3 +368,33 @@ async def test_browser_list_embedded(browser, embedded, log_dir):
 @pytest.mark.services
 async def test_browser_list_distributed(browser, pipeline, log_dir):
     await check_the_list_moves_live(browser, pipeline.base_url, pipeline.ws_url, "counting-at-scale", log_dir, "list-distributed")
+
+
+async def check_reading_now(browser, base_url: str, article: str, log_dir, name: str) -> None:
+    """Pages of one article say how many read it now; the list says it too; a page that closes
+    stops counting within about 2 s."""
+    first, second, lister = [await browser.new_context() for _ in range(3)]
+    page_a, page_b, index = await first.new_page(), await second.new_page(), await lister.new_page()
+    await page_a.goto(f"{base_url}/articles/{article}")
+    await page_b.goto(f"{base_url}/articles/{article}")
+    await index.goto(f"{base_url}/")
+    await expect(page_a.locator("#reading")).to_have_text("2 reading now ·", timeout=LIVE_S)
+    await expect(page_b.locator("#reading")).to_have_text("2 reading now ·", timeout=LIVE_S)
+    row = index.locator(f'li[data-article="{article}"] .reading')
+    await expect(row).to_have_text(" · 2 reading", timeout=LIVE_S)  # the list itself is not reading
+    await page_a.screenshot(path=str(log_dir / f"browser-{name}.png"))
+    await index.screenshot(path=str(log_dir / f"browser-{name}-list.png"))
+    await second.close()
+    await expect(page_a.locator("#reading")).to_have_text("1 reading now ·", timeout=4_000)
+    await expect(row).to_have_text(" · 1 reading", timeout=4_000)
+    await first.close()
+    await lister.close()
+
+
+async def test_browser_reading_now_embedded(browser, embedded, log_dir):
+    await check_reading_now(browser, embedded.base_url, "slow-readers", log_dir, "reading-embedded")
+
+
+@pytest.mark.services
+async def test_browser_reading_now_distributed(browser, pipeline, log_dir):
+    await check_reading_now(browser, pipeline.base_url, "slow-readers", log_dir, "reading-distributed")
