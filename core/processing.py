@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 
-from core.ledger import ArticleTally, UserClaps, apply_clap
+from core.ledger import ArticleTally, UserClaps, apply_clap, apply_undo
 from core.messages import ClapRecorded, CountChanged
 
 KEY_SEPARATOR = ":"
@@ -142,7 +142,10 @@ class ClapCounter:
         key = user_key(clap.article, clap.user)
         user = self.users.get(key) or UserClaps()
         article = self.articles.get(clap.article) or ArticleTally()
-        applied = apply_clap(user, article, clap.clap_id, clap.count, event.offset)
+        if clap.is_undo:
+            applied = apply_undo(user, article, clap.clap_id, event.offset)
+        else:
+            applied = apply_clap(user, article, clap.clap_id, clap.count, event.offset)
         if applied.user is not user:
             self.users[key] = applied.user
         if applied.article is not article:
@@ -150,7 +153,8 @@ class ClapCounter:
         # Every event is announced, also one that counted nothing: a retried id or a clap past
         # the cap was acked with its own position, and the browser waits for a total at or above
         # it before it stops adding the clap itself. A replayed event is announced again: its
-        # announcement may have been lost in the crash that made it replay.
+        # announcement may have been lost in the crash that made it replay. An undo's delta is
+        # negative: what it took back.
         delta = 0 if applied.replayed else applied.counted
         pending = self._unannounced.get(clap.article)
         if pending is None:

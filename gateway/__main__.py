@@ -28,6 +28,7 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
         background: list[asyncio.Task] = []
         catalogue = Catalogue()
         article_admin: EmbeddedArticles | None = None
+        presence_bus = None  # embedded: the gateway's own in-process bus
         if config.mode == "embedded":
             from embedded.feed import InMemoryCountFeed
             from embedded.file_log import FileClapLog
@@ -48,7 +49,7 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
             await processor.ready.wait()
         elif config.mode == "distributed":
             from gateway.feed import PartitionedCountFeed
-            from gateway.kafka_adapters import KafkaClapLog
+            from gateway.kafka_adapters import KafkaClapLog, KafkaPresenceBus
             from projector.cassandra_store import CassandraCounterStore
 
             clap_log = KafkaClapLog(config.kafka_bootstrap, config.clap_topic)
@@ -62,6 +63,8 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
             stack.push_async_callback(store.close)
             feed = PartitionedCountFeed(config.kafka_bootstrap, config.counts_topic)
             stack.push_async_callback(feed.close)
+            presence_bus = KafkaPresenceBus(config.kafka_bootstrap, config.presence_topic)
+            stack.push_async_callback(presence_bus.close)
             # Serve only once every article published before this start is known.
             articles_feed = KafkaCatalogueFeed(config.kafka_bootstrap, config.articles_topic, catalogue)
             stack.push_async_callback(articles_feed.close)
@@ -70,7 +73,9 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
         else:
             raise SystemExit(f"CLAP_MODE must be embedded or distributed, not {config.mode!r}")
 
-        gateway = Gateway(config, clap_log, store, feed, catalogue=catalogue, article_admin=article_admin)
+        gateway = Gateway(
+            config, clap_log, store, feed, catalogue=catalogue, article_admin=article_admin, presence_bus=presence_bus
+        )
         await gateway.start()
         stack.push_async_callback(gateway.stop)
         log.info("clap service (%s) ready at http://%s:%d/", config.mode, config.host, gateway.port)

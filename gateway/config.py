@@ -25,6 +25,11 @@ class GatewayConfig:
     clap_topic: str = "claps"
     counts_topic: str = "clap-counts"
     articles_topic: str = "articles"
+    presence_topic: str = "presence"
+    # Readers per article: each gateway reports its own every second (and at least every two),
+    # and forgets a gateway not heard from for five (docs/DESIGN.md, "Who is reading now").
+    presence_interval_s: float = 1.0
+    presence_ttl_ms: int = 5_000
     cassandra_hosts: tuple[str, ...] = ("127.0.0.1",)
     cassandra_port: int = 9042
     cassandra_keyspace: str = "claps"
@@ -78,6 +83,7 @@ class GatewayConfig:
             clap_topic=env.get("CLAP_TOPIC", cls.clap_topic),
             counts_topic=env.get("COUNTS_TOPIC", cls.counts_topic),
             articles_topic=env.get("ARTICLES_TOPIC", cls.articles_topic),
+            presence_topic=env.get("PRESENCE_TOPIC", cls.presence_topic),
             cassandra_hosts=tuple(env.get("CASSANDRA_HOSTS", "127.0.0.1").split(",")),
             cassandra_port=int(env.get("CASSANDRA_PORT", cls.cassandra_port)),
             cassandra_keyspace=env.get("CASSANDRA_KEYSPACE", cls.cassandra_keyspace),

@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from core.messages import ClapRecorded, CountChanged, newest_per_article
 from core.partitioning import partition_for_key
+from core.presence import PresenceReport
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,61 @@ class KafkaCountFeed:
 
     async def followed(self, article: str) -> None:
         return None
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+        for consumer in self._consumers:
+            await consumer.stop()
+
+
+class KafkaPresenceBus:
+    """Gateways' reader counts on the ``presence`` topic (one partition, keyed by gateway).
+
+    Read from the end with no consumer group, like the count feed: every gateway reports at least
+    every two seconds, so a gateway that starts knows everyone within that and needs no history.
+    A report is worth nothing seconds later, so it is sent without waiting for replicas.
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self._producer: AIOKafkaProducer | None = None
+        self._consumers: list[AIOKafkaConsumer] = []
+
+    async def publish(self, report: PresenceReport) -> None:
+        if self._producer is None:
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=1, request_timeout_ms=5_000)
+            await producer.start()
+            self._producer = producer
+        await self._producer.send_and_wait(self.topic, report.to_json(), key=report.gateway.encode())
+
+    async def subscribe(self) -> AsyncIterator[PresenceReport]:
+        consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            client_id=f"gateway-presence-{uuid.uuid4().hex[:8]}",
+            fetch_max_wait_ms=100,
+        )
+        await consumer.start()
+        self._consumers.append(consumer)
+        return self._drain(consumer)
+
+    async def _drain(self, consumer: AIOKafkaConsumer) -> AsyncIterator[PresenceReport]:
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=500, max_records=1_000)
+                for records in batches.values():
+                    for record in records:
+                        try:
+                            yield PresenceReport.from_json(record.value)
+                        except (ValueError, KeyError, TypeError):
+                            log.warning("skipping malformed presence report at %s:%d", record.topic, record.offset)
+        finally:
+            await consumer.stop()
 
     async def close(self) -> None:
         if self._producer is not None:

@@ -210,3 +210,12 @@ class RoomRegistry:
             transport = reader.transport
             if not transport.is_closing() and transport.get_write_buffer_size() < high:
                 _send(transport, PING_FRAME)
+
+    def send_to_room(self, article: str, key: str, frame: bytes) -> int:
+        """Write ``frame`` (not a total) to every reader of ``article`` here; a reader whose socket
+        is full keeps only the newest frame per ``key``. Returns how many readers it reached."""
+        room = self.rooms.get(article)
+        if room is None:
+            return 0
+        self._write_all(room.readers, key, frame)
+        return len(room.readers)

@@ -23,15 +23,26 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from core.identity import issue_token, verify_token
-from core.messages import ClapRecorded, CountChanged
+from core.messages import ClapRecorded, CountChanged, undo_recorded
 from core.ports import ClapLog, CounterStore, CountFeed
 from core.ratelimit import KeyedRateLimiter, TokenBucket
-from core.validation import Clap, Join, Leave, Refused, is_allowed_origin, is_valid_id, parse_client_message
+from core.validation import (
+    Clap,
+    Join,
+    Leave,
+    Refused,
+    Undo,
+    is_allowed_origin,
+    is_valid_id,
+    normalize_origin,
+    parse_client_message,
+)
 from gateway import articles, pages
 from gateway.catalogue import Catalogue, EmbeddedArticles, article_from_doc
 from gateway.config import GatewayConfig
 from gateway.health import Outages
 from gateway.http import cookie, html_response, json_error, json_response, respond, split_path
+from gateway.presence import LocalPresenceBus, Presence, PresenceBus
 from gateway.rooms import Reader, RoomRegistry
 
 log = logging.getLogger("gateway")
@@ -105,6 +116,7 @@ class Gateway:
         *,
         catalogue: Catalogue | None = None,
         article_admin: EmbeddedArticles | None = None,
+        presence_bus: PresenceBus | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self.config = config
@@ -130,6 +142,15 @@ class Gateway:
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Who reads what now, over every gateway. Readers of the article list join its articles
+        # with "mine": false; they are not reading those articles, so they are counted apart.
+        self.presence = Presence(
+            config.name, presence_bus or LocalPresenceBus(), self.rooms, self._reading_here, clock_ms,
+            interval_s=config.presence_interval_s, ttl_ms=config.presence_ttl_ms,
+        )
+        self._listing: dict[Reader, set[str]] = {}
+        self._listing_per_article: dict[str, int] = {}
+        self._presence_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -138,6 +159,9 @@ class Gateway:
         self._tasks.append(asyncio.create_task(self._consume_feed(updates), name="feed"))
         self._tasks.append(asyncio.create_task(self.rooms.run_backlog_flusher(), name="backlog"))
         self._tasks.append(asyncio.create_task(self._keepalive(), name="keepalive"))
+        # Not vital: without it readers lose "N reading now", never a count or a clap.
+        self._presence_task = asyncio.create_task(self.presence.run(), name="presence")
+        self._presence_task.add_done_callback(_log_presence_end)
         self._server = await serve(
             self._handle,
             self.config.host,
@@ -170,6 +194,10 @@ class Gateway:
                 await asyncio.wait_for(self._server.wait_closed(), timeout=10)
             except TimeoutError:
                 log.warning("connections still closing after 10 s; stopping anyway")
+        if self._presence_task is not None:
+            self._presence_task.cancel()
+            await asyncio.gather(self._presence_task, return_exceptions=True)
+            await self.presence.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -248,12 +276,37 @@ class Gateway:
             self.metrics.backlogged_readers.set(len(self.rooms._backlogged))
             return respond(200, generate_latest(self.metrics.registry), "text/plain; version=0.0.4")
         if path == "/":
-            return html_response(pages.index_page(self.catalogue.articles()))
+            return await self._index_page(query)
         if match := _ARTICLE_PAGE.match(path):
             return await self._article_page(connection, request, match.group(1))
         if path.startswith("/static/"):
             return self._static(path.removeprefix("/static/"))
+        if path == "/widget.js":
+            # Any site may load the script; only origins in CLAP_ALLOWED_ORIGINS may then get an
+            # identity (/api/session) and open a websocket with it.
+            return self._static("widget.js")
         return json_error(404, "not_found", f"nothing at {path}")
+
+    async def _index_page(self, query: dict[str, list[str]]) -> Response:
+        """GET /?page=N: one page of the catalogue, as many articles as one websocket may join, so
+        the page follows every total it lists over one connection (docs/PROTOCOL.md)."""
+        size = self.config.max_rooms_per_connection
+        listed = self.catalogue.articles()
+        pages_count = max(1, -(-len(listed) // size))
+        raw = (query.get("page") or ["1"])[0]
+        page = int(raw) if raw.isdigit() else 0
+        if not 1 <= page <= pages_count:
+            return json_error(404, "not_found", f"no page {raw!r}: pages are 1 to {pages_count}")
+        shown = listed[(page - 1) * size : page * size]
+
+        async def total_or_none(article_id: str) -> CountChanged | None:
+            try:
+                return await self.read_total(article_id)
+            except StoreUnavailable:
+                return None  # the page shows a dash until the live total arrives
+
+        totals = await asyncio.gather(*(total_or_none(a.id) for a in shown))
+        return html_response(pages.index_page(list(zip(shown, totals)), page, pages_count, self.config.gateway_urls))
 
     async def _article_page(self, connection: ServerConnection, request: Request, article_id: str) -> Response:
         article = self.catalogue.get(article_id)
@@ -273,7 +326,21 @@ class Gateway:
         return html_response(pages.article_page(article, total, self.config.gateway_urls), headers)
 
     def _session(self, connection: ServerConnection, request: Request) -> Response:
-        """POST /api/session: the caller's identity if its cookie holds a valid one, else a new one."""
+        """POST /api/session: the caller's identity if its cookie holds a valid one, else a new one.
+
+        A page of an origin in CLAP_ALLOWED_ORIGINS (the embeddable widget on another site) may
+        read the answer: CORS, without credentials (its third-party cookie would be blocked
+        anyway; the widget keeps the token itself). Other origins never got this far.
+        """
+        response = self._new_session(connection, request)
+        origins = request.headers.get_all("Origin")
+        if len(origins) == 1 and normalize_origin(origins[0]) in self.config.allowed_origins:
+            response.headers["Access-Control-Allow-Origin"] = origins[0].strip()
+            response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+            response.headers["Vary"] = "Origin"
+        return response
+
+    def _new_session(self, connection: ServerConnection, request: Request) -> Response:
         token = cookie(request, TOKEN_COOKIE)
         user = verify_token(self.config.secret, token)
         if user is None:
@@ -427,18 +494,22 @@ class Gateway:
                             raise Refused("rate_limited", "too many joins and leaves; slow down")
                     if isinstance(message, Join):
                         self._require_known(message.article)
-                        self._join(reader, message.article, user, connection)
+                        self._join(reader, message.article, user if message.with_mine else None, connection)
+                        self._count_as_listing(reader, message.article, not message.with_mine)
                     elif isinstance(message, Leave):
                         self.rooms.leave(reader, message.article)
-                    elif isinstance(message, Clap):
+                        self._count_as_listing(reader, message.article, False)
+                    elif isinstance(message, (Clap, Undo)):
+                        # An undo is logged like a clap: same identity, same rate limit, same ack.
+                        event_id = message.clap_id if isinstance(message, Clap) else message.undo_id
                         if user is None:
-                            raise Refused("unauthenticated", "clapping needs a session token", message.clap_id)
-                        self._require_known(message.article, message.clap_id)
+                            raise Refused("unauthenticated", "clapping needs a session token", event_id)
+                        self._require_known(message.article, event_id)
                         if bucket is None:
                             bucket = TokenBucket(self.config.claps_per_second, self.config.clap_burst, self.clock_ms())
                             inflight = asyncio.Semaphore(self.config.inflight_claps_per_connection)
                         if not bucket.take(self.clock_ms()):
-                            raise Refused("rate_limited", "too many claps; slow down", message.clap_id)
+                            raise Refused("rate_limited", "too many claps; slow down", event_id)
                         await inflight.acquire()  # backpressure: stop reading this socket
                         asyncio.create_task(self._clap(connection, user, message, inflight))
                 except Refused as refused:
@@ -447,7 +518,34 @@ class Gateway:
             pass
         finally:
             self.readers.discard(reader)
+            for article in list(self._listing.get(reader, ())):
+                self._count_as_listing(reader, article, False)
             self.rooms.drop(reader)
+
+    def _count_as_listing(self, reader: Reader, article: str, listing: bool) -> None:
+        """Whether ``reader`` is in ``article``'s room as a list (not reading it)."""
+        held = self._listing.get(reader)
+        if listing and (held is None or article not in held):
+            self._listing.setdefault(reader, set()).add(article)
+            self._listing_per_article[article] = self._listing_per_article.get(article, 0) + 1
+        elif not listing and held is not None and article in held:
+            held.discard(article)
+            if not held:
+                del self._listing[reader]
+            left = self._listing_per_article[article] - 1
+            if left:
+                self._listing_per_article[article] = left
+            else:
+                del self._listing_per_article[article]
+
+    def _reading_here(self) -> dict[str, int]:
+        """Readers of each article on this gateway, lists not counted (for the presence report)."""
+        counts = {}
+        for article, room in self.rooms.rooms.items():
+            reading = len(room.readers) - self._listing_per_article.get(article, 0)
+            if reading > 0:
+                counts[article] = reading
+        return counts
 
     def _require_known(self, article: str, clap_id: str | None = None) -> None:
         """Only the platform's articles get rooms, store reads and log entries."""
@@ -458,6 +556,9 @@ class Gateway:
         if article not in reader.articles and len(reader.articles) >= self.config.max_rooms_per_connection:
             raise Refused("too_many_rooms", f"a connection may join at most {self.config.max_rooms_per_connection} articles")
         room = self.rooms.join(reader, article)
+        presence = self.presence.joined(article)
+        if presence is not None:
+            self._spawn(self._send_text(connection, presence.decode()))
         if room.latest is None and article not in self._loading:
             # One store read per room, however many readers join at once.
             self._loading[article] = asyncio.create_task(self._load_room(article))
@@ -523,18 +624,23 @@ class Gateway:
             self._loading.pop(article, None)
         await self.rooms.publish(stored or zero_total(article))
 
-    async def _clap(self, connection: ServerConnection, user: str, clap: Clap, inflight: asyncio.Semaphore) -> None:
-        event = ClapRecorded(clap.article, user, clap.count, clap.clap_id, self.clock_ms())
+    async def _clap(
+        self, connection: ServerConnection, user: str, message: Clap | Undo, inflight: asyncio.Semaphore
+    ) -> None:
+        if isinstance(message, Undo):
+            event = undo_recorded(message.article, user, message.undo_id, self.clock_ms())
+        else:
+            event = ClapRecorded(message.article, user, message.count, message.clap_id, self.clock_ms())
         try:
             # Bounded: with the log away a clapper hears so within append_timeout_s. An append
             # given up here may still land later; the retry with the same id counts once.
             offset = await asyncio.wait_for(self.clap_log.append(event), self.config.append_timeout_s)
         except Exception as error:
             self.outages.failed(CLAP_LOG, self.clock_ms() / 1000, error)
-            log.warning("clap %s not logged: %r", clap.clap_id, error,
-                        extra={"clap_id": clap.clap_id, "article": clap.article})
+            log.warning("%s %s not logged: %r", event.kind, event.clap_id, error,
+                        extra={"clap_id": event.clap_id, "article": event.article})
             await self._send_error(
-                connection, Refused("unavailable", "the clap was not confirmed; retry with the same id", clap.clap_id)
+                connection, Refused("unavailable", f"the {event.kind} was not confirmed; retry with the same id", event.clap_id)
             )
             return
         finally:
@@ -542,7 +648,18 @@ class Gateway:
         self.outages.recovered(CLAP_LOG)
         self.metrics.claps_acked.inc()
         # seq: this clap is in every total of its article at this seq or above, in any epoch.
-        await self._send_json(connection, {"type": "ack", "id": clap.clap_id, "seq": offset + 1})
+        await self._send_json(connection, {"type": "ack", "id": event.clap_id, "seq": offset + 1})
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _send_text(self, connection: ServerConnection, text: str) -> None:
+        try:
+            await connection.send(text)
+        except ConnectionClosed:
+            pass
 
     async def _send_json(self, connection: ServerConnection, doc: dict) -> None:
         try:
@@ -559,6 +676,11 @@ class Gateway:
             await connection.send(orjson.dumps(doc).decode())
         except ConnectionClosed:
             pass
+
+
+def _log_presence_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("presence stopped: %r; readers keep their last numbers", task.exception())
 
 
 def _tune_socket(sock: socket.socket | None, send_buffer: int) -> None:

@@ -11,6 +11,7 @@ class ProcessorConfig:
     clap_topic: str = "claps"
     counts_topic: str = "clap-counts"
     articles_topic: str = "articles"  # created (and seeded) by processor.topics; read by gateways
+    presence_topic: str = "presence"  # created by processor.topics; gateways report readers there
     partitions: int = 12
     replication_factor: int = 1
     window_ms: int = 100
@@ -48,6 +49,7 @@ class ProcessorConfig:
             clap_topic=env.get("CLAP_TOPIC", cls.clap_topic),
             counts_topic=env.get("COUNTS_TOPIC", cls.counts_topic),
             articles_topic=env.get("ARTICLES_TOPIC", cls.articles_topic),
+            presence_topic=env.get("PRESENCE_TOPIC", cls.presence_topic),
             partitions=int(env.get("CLAP_PARTITIONS", cls.partitions)),
             replication_factor=int(env.get("KAFKA_RF", cls.replication_factor)),
             window_ms=int(env.get("CLAP_WINDOW_MS", cls.window_ms)),

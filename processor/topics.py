@@ -49,6 +49,18 @@ async def ensure_topics(config: ProcessorConfig) -> None:
                 topic_configs={"cleanup.policy": "compact", "min.insync.replicas": min_isr},
             ),
         ]
+        wanted.append(
+            NewTopic(
+                # Gateways' reader counts (gateway.presence): one small report per gateway a
+                # second, keyed by gateway; gateways read it from the end and a report is stale
+                # after seconds, so a minute is plenty to keep.
+                config.presence_topic, 1, config.replication_factor,
+                topic_configs={
+                    "cleanup.policy": "compact,delete", "retention.ms": "60000", "segment.ms": "60000",
+                    "min.insync.replicas": min_isr,
+                },
+            )
+        )
         missing = [t for t in wanted if t.name not in existing]
         if missing:
             try:

@@ -14,6 +14,17 @@
 //   `rate_limited` are retried with backoff, and a reconnect re-sends every unacked batch, all
 //   with the same id (the server counts an id once).
 // - The page lists the gateways it may use; after a close the next one is tried, with jitter.
+// - Undo takes back every clap this reader has counted here. It travels like a batch whose
+//   count is minus "mine" (so the number drops at once and settles at the total that holds
+//   it), with its own id, retried and re-sent the same way. It is offered only when nothing of
+//   this reader is in flight, so it is ordered after every own batch. The page takes it that the
+//   undo took everything back ("you: 0/50"); the one case where it did not, an undo past the
+//   fifth on one article, shows right on the next load (the total is the server's either way).
+// - "N reading now" comes from `presence` messages: readers of this article on every gateway.
+// - "+N" beside the count shows what others just clapped: a count's `delta` minus the own
+//   batches it brought in. "N in the last minute" sums the positive deltas of the counts this
+//   page received over a sliding minute (since the page loaded; the first count after each
+//   connect only catches up, its delta is not a new clap).
 (() => {
   "use strict";
   const MAX_PER_USER = 50;
@@ -25,6 +36,11 @@
   const mineEl = document.getElementById("mine");
   const statusEl = document.getElementById("status");
   const button = document.getElementById("clap");
+  const undoButton = document.getElementById("undo");
+  const burstEl = document.getElementById("burst");
+  const minuteEl = document.getElementById("minute");
+  const readingEl = document.getElementById("reading");
+  const MINUTE_MS = 60_000;
 
   const wsUrl = (base) => {
     const url = new URL("/ws", base);
@@ -43,6 +59,9 @@
   const batches = new Map(); // id -> { count, seq: null until acked, retries, inMine }
   let ws = null;
   let backoff = 250;
+  let catchingUp = true;       // the first count after a connect is not news
+  const recent = [];           // [ms, claps] of the counts received in the last minute
+  let burstTimer = null;
 
   const newer = (epoch, seq) => epoch > seen.epoch || (epoch === seen.epoch && seq > seen.seq);
   const notIn = (seq) => (batch) => batch.seq === null || batch.seq > seq;
@@ -52,23 +71,41 @@
     return n;
   };
   const mineNow = () => (mine === null ? null : mine + sum((batch) => !batch.inMine));
+  const undoing = () => [...batches.values()].some((batch) => batch.undo);
+  const inFlight = () => buffered > 0 || [...batches.values()].some((batch) => batch.seq === null);
 
   function render() {
     countEl.textContent = String(seen.total + sum(notIn(seen.seq)));
     const own = mineNow();
     mineEl.textContent = own === null ? "" : `you: ${own}/${MAX_PER_USER}`;
-    button.disabled = own !== null && own >= MAX_PER_USER;
+    const pendingUndo = [...batches.values()].some((batch) => batch.undo && batch.seq === null);
+    button.disabled = (own !== null && own >= MAX_PER_USER) || pendingUndo;
+    undoButton.disabled = own === null || own <= 0 || inFlight() || undoing();
+    const now = Date.now();
+    while (recent.length && recent[0][0] <= now - MINUTE_MS) recent.shift();
+    minuteEl.textContent = `${recent.reduce((n, [, claps]) => n + claps, 0)} in the last minute`;
+  }
+
+  function showBurst(claps) {
+    burstEl.textContent = `+${claps}`;
+    burstEl.classList.add("shown");
+    clearTimeout(burstTimer);
+    burstTimer = setTimeout(() => burstEl.classList.remove("shown"), 1500);
   }
 
   // An acked batch that the total includes needs no tracking: it moves into `mine` if that does
   // not hold it yet. With `mine` still unknown it is simply dropped: the join answer that brings
   // `mine` is never older than the total shown, so it holds the batch.
+  // Returns the own claps that the total now holds for the first time (for "+N": not news).
   function settle() {
+    let own = 0;
     for (const [id, batch] of batches) {
       if (batch.seq === null || batch.seq > seen.seq) continue;
       if (mine !== null && !batch.inMine) mine += batch.count;
+      if (!batch.undo) own += batch.count;
       batches.delete(id);
     }
+    return own;
   }
 
   function takeMine(count, seq) {
@@ -78,7 +115,10 @@
 
   const newId = () => (crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`).replace(/[^A-Za-z0-9_-]/g, "");
   const send = (doc) => { if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(doc)); };
-  const sendClap = (id) => send({ type: "clap", article, count: batches.get(id).count, id });
+  const sendClap = (id) => {
+    const batch = batches.get(id);
+    send(batch.undo ? { type: "undo", article, id } : { type: "clap", article, count: batch.count, id });
+  };
 
   function flush() {
     flushTimer = null;
@@ -89,9 +129,18 @@
     sendClap(id);
   }
 
+  undoButton.addEventListener("click", () => {
+    const own = mineNow();
+    if (undoButton.disabled || own === null || own <= 0) return;
+    const id = newId();
+    batches.set(id, { count: -own, seq: null, retries: 0, inMine: false, undo: true });
+    sendClap(id);
+    render();
+  });
+
   button.addEventListener("click", () => {
     const own = mineNow();
-    if (own !== null && own >= MAX_PER_USER) return;
+    if (button.disabled || (own !== null && own >= MAX_PER_USER)) return;
     buffered += 1;
     render();
     if (!flushTimer) flushTimer = setTimeout(flush, BATCH_MS);
@@ -117,6 +166,7 @@
     ws = socket;
     socket.onopen = () => {
       backoff = 250;
+      catchingUp = true;
       statusEl.textContent = "live";
       send({ type: "join", article });
       for (const [id, batch] of batches) if (batch.seq === null) sendClap(id);
@@ -125,11 +175,19 @@
       const msg = JSON.parse(event.data);
       if (msg.type === "count" && msg.article === article) {
         const stale = !newer(msg.epoch, msg.seq) && !(msg.epoch === seen.epoch && msg.seq === seen.seq);
+        const news = newer(msg.epoch, msg.seq) && !catchingUp;
         if (newer(msg.epoch, msg.seq)) seen = { epoch: msg.epoch, seq: msg.seq, total: msg.total };
+        catchingUp = false;
         // A join answer older than what this page shows (a lagging gateway) may lack own claps.
         if (typeof msg.mine === "number" && mine === null && !stale) takeMine(msg.mine, msg.seq);
-        settle();
+        const own = settle();
+        if (news && msg.delta > 0) {
+          recent.push([Date.now(), msg.delta]);
+          if (msg.delta > own) showBurst(msg.delta - own);
+        }
         render();
+      } else if (msg.type === "presence" && msg.article === article) {
+        readingEl.textContent = `${msg.reading} reading now ·`;
       } else if (msg.type === "ack") {
         const batch = batches.get(msg.id);
         if (batch && batch.seq === null) batch.seq = msg.seq;
@@ -151,4 +209,5 @@
   }
   render();
   connect();
+  setInterval(render, 5000); // the last minute slides on even when nobody claps
 })();

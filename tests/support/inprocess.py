@@ -19,6 +19,7 @@ from embedded.file_log import FileClapLog
 from embedded.processor import EmbeddedProcessor
 from embedded.sqlite_store import SqliteCounterStore
 from gateway.config import GatewayConfig
+from gateway.presence import LocalPresenceBus
 from gateway.server import Gateway
 from tests.support.processes import free_port
 
@@ -117,6 +118,7 @@ class InProcessService:
         self.log = FileClapLog(data_dir / "claps.log")
         self.store = SqliteCounterStore(data_dir / "counts.sqlite3")
         self.feed = InMemoryCountFeed()
+        self.presence_bus = LocalPresenceBus()  # the gateways of one deployment hear each other
         self.processor = EmbeddedProcessor(self.log, self.store, self.feed, window_ms=100, epoch=1)
         ports = [free_port() for _ in range(gateways)]
         urls = tuple(f"http://127.0.0.1:{port}" for port in ports)
@@ -129,7 +131,10 @@ class InProcessService:
         self.logs = [wrap_log(index, self.log) for index in range(gateways)]
         self.stores = [wrap_store(index, self.store) for index in range(gateways)]
         self.gateways = [
-            Gateway(replace(base, port=port, name=f"gateway-{index + 1}", **config), self.logs[index], self.stores[index], self.feed)
+            Gateway(
+                replace(base, port=port, name=f"gateway-{index + 1}", **config), self.logs[index], self.stores[index],
+                self.feed, presence_bus=self.presence_bus,
+            )
             for index, port in enumerate(ports)
         ]
         self._processing: asyncio.Task[None] | None = None

@@ -41,6 +41,7 @@ def pipeline_env(run_id: str, name: str) -> dict[str, str]:
         "CLAP_TOPIC": f"it-{run_id}-{name}-claps",
         "COUNTS_TOPIC": f"it-{run_id}-{name}-counts",
         "ARTICLES_TOPIC": f"it-{run_id}-{name}-articles",
+        "PRESENCE_TOPIC": f"it-{run_id}-{name}-presence",
         "CLAP_PARTITIONS": "4",
         "CASSANDRA_KEYSPACE": f"it_{run_id}_{name}",
         "PROCESSOR_APP_PREFIX": f"it-{run_id}-{name}",
