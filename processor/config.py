@@ -11,6 +11,8 @@ class ProcessorConfig:
     kafka_bootstrap: str = "127.0.0.1:9092"
     clap_topic: str = "claps"
     counts_topic: str = "clap-counts"
+    articles_topic: str = "articles"  # created (and seeded) by processor.topics; read by gateways
+    presence_topic: str = "presence"  # created by processor.topics; gateways report readers there
     partitions: int = 12
     replication_factor: int = 1
     window_ms: int = 100
@@ -20,10 +22,10 @@ class ProcessorConfig:
     batch_wait_ms: int | None = None
     max_batch: int = 10_000
     epoch: int = 1
-    catch_up_lag: int = 20_000
     app_prefix: str = "clap-processor"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    log_format: str = "text"  # LOG_FORMAT: json (deploy/k8s) or text (observability/logs.py)
     # Where the worker keeps its tables between runs: "rocksdb" (on disk under state_dir, so a
     # restart replays only the changelog written since) or "memory" (replays it all).
     store: str = "rocksdb"
@@ -48,6 +50,11 @@ class ProcessorConfig:
     def batch_wait_s(self) -> float:
         wait_ms = self.batch_wait_ms if self.batch_wait_ms is not None else self.window_ms * 0.9
         return max(wait_ms, 1) / 1000
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """Every topic of the service: an acked write survives the loss of any one broker."""
+        return min(2, self.replication_factor)
 
     @property
     def app_id(self) -> str:
@@ -79,16 +86,18 @@ class ProcessorConfig:
             kafka_bootstrap=env.get("KAFKA_BOOTSTRAP", cls.kafka_bootstrap),
             clap_topic=env.get("CLAP_TOPIC", cls.clap_topic),
             counts_topic=env.get("COUNTS_TOPIC", cls.counts_topic),
+            articles_topic=env.get("ARTICLES_TOPIC", cls.articles_topic),
+            presence_topic=env.get("PRESENCE_TOPIC", cls.presence_topic),
             partitions=int(env.get("CLAP_PARTITIONS", cls.partitions)),
             replication_factor=int(env.get("KAFKA_RF", cls.replication_factor)),
             window_ms=int(env.get("CLAP_WINDOW_MS", cls.window_ms)),
             batch_wait_ms=int(env["PROCESSOR_BATCH_WAIT_MS"]) if "PROCESSOR_BATCH_WAIT_MS" in env else None,
             max_batch=int(env.get("PROCESSOR_MAX_BATCH", cls.max_batch)),
             epoch=int(env.get("CLAP_EPOCH", cls.epoch)),
-            catch_up_lag=int(env.get("PROCESSOR_CATCH_UP_LAG", cls.catch_up_lag)),
             app_prefix=env.get("PROCESSOR_APP_PREFIX", cls.app_prefix),
             web_host=env.get("PROCESSOR_WEB_HOST", cls.web_host),
             web_port=int(env.get("PROCESSOR_WEB_PORT", cls.web_port)),
+            log_format=env.get("LOG_FORMAT", cls.log_format),
             store=env.get("PROCESSOR_STORE", cls.store),
             state_dir=env.get("PROCESSOR_STATE_DIR", cls.state_dir),
             standby_replicas=int(env.get("PROCESSOR_STANDBY_REPLICAS", cls.standby_replicas)),

@@ -1,8 +1,13 @@
-"""Create the clap, fan-out and table changelog topics with their fixed partition counts.
+"""Create the clap, fan-out and table changelog topics with their fixed partition counts,
+and the articles topic.
 
 The clap topic's partition count is fixed for its life: an article's claps, its per-user state
 and its offsets all live in one partition, so changing the count would move articles between
 partitions. Capacity grows by adding processor workers up to the partition count.
+
+The articles topic is the publishing platform's catalogue, which gateways follow
+(gateway/catalogue.py). When this creates it, it publishes the demo articles into it, so a fresh
+deployment has something to show; after that the topic is the platform's alone.
 
 python -m processor.topics   (reads the processor's environment)
 """
@@ -14,6 +19,8 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from gateway.articles import SEEDED
+from gateway.catalogue import publish_articles
 from processor.config import ProcessorConfig
 
 log = logging.getLogger("processor.topics")
@@ -30,7 +37,7 @@ def changelog_topic(config: ProcessorConfig, table: str) -> str:
 
 
 async def ensure_topics(config: ProcessorConfig) -> None:
-    min_isr = str(min(2, config.replication_factor))
+    min_isr = str(config.min_insync_replicas)
     admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka_bootstrap)
     await admin.start()
     try:
@@ -46,6 +53,12 @@ async def ensure_topics(config: ProcessorConfig) -> None:
                 # Totals are absolute: only the newest per article matters in the long run.
                 topic_configs={"cleanup.policy": "compact", "min.insync.replicas": min_isr},
             ),
+            NewTopic(
+                # One partition: a catalogue is small, and one ordered stream lets a publisher
+                # know a gateway has everything once it has the last article published.
+                config.articles_topic, 1, config.replication_factor,
+                topic_configs={"cleanup.policy": "compact", "min.insync.replicas": min_isr},
+            ),
         ] + [
             NewTopic(
                 changelog_topic(config, table), config.partitions, config.replication_factor,
@@ -53,6 +66,18 @@ async def ensure_topics(config: ProcessorConfig) -> None:
             )
             for table in TABLE_NAMES
         ]
+        wanted.append(
+            NewTopic(
+                # Gateways' reader counts (gateway.presence): one small report per gateway a
+                # second, keyed by gateway; gateways read it from the end and a report is stale
+                # after seconds, so a minute is plenty to keep.
+                config.presence_topic, 1, config.replication_factor,
+                topic_configs={
+                    "cleanup.policy": "compact,delete", "retention.ms": "60000", "segment.ms": "60000",
+                    "min.insync.replicas": min_isr,
+                },
+            )
+        )
         missing = [t for t in wanted if t.name not in existing]
         if missing:
             try:
@@ -62,6 +87,9 @@ async def ensure_topics(config: ProcessorConfig) -> None:
             log.info("created topics %s", [t.name for t in missing])
     finally:
         await admin.close()
+    if config.articles_topic in {t.name for t in missing}:
+        await publish_articles(config.kafka_bootstrap, config.articles_topic, SEEDED)
+        log.info("published %d demo articles to %s", len(SEEDED), config.articles_topic)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,16 @@ class CassandraCounterStore:
             f"INSERT INTO {self.keyspace}.article_totals (article, total, seq, epoch, delta, at_ms) "
             "VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
         )
+        session.execute(
+            f"""CREATE TABLE IF NOT EXISTS {self.keyspace}.user_totals (
+                article text, user text, total int, PRIMARY KEY ((article), user))"""
+        )
+        self._insert_user = session.prepare(
+            f"INSERT INTO {self.keyspace}.user_totals (article, user, total) VALUES (?, ?, ?) USING TIMESTAMP ?"
+        )
+        self._select_mine = session.prepare(
+            f"SELECT total FROM {self.keyspace}.user_totals WHERE article = ? AND user = ?"
+        )
         self._select = session.prepare(
             f"SELECT article, total, delta, seq, epoch, at_ms FROM {self.keyspace}.article_totals WHERE article = ?"
         )
@@ -76,6 +86,19 @@ class CassandraCounterStore:
         ]
         await asyncio.gather(*futures)
 
+    async def write_user_totals(self, rows) -> None:
+        """Each reader's counted claps on an article, at ``USING TIMESTAMP`` of its log position."""
+        assert self._session is not None
+        futures = [
+            _to_asyncio(
+                self._session.execute_async(
+                    self._insert_user, (r.article, r.user, r.total, write_timestamp(r.epoch, r.offset + 1))
+                )
+            )
+            for r in rows
+        ]
+        await asyncio.gather(*futures)
+
     async def read(self, article: str) -> CountChanged | None:
         assert self._session is not None
         rows = await _to_asyncio(self._session.execute_async(self._select, (article,)))
@@ -83,6 +106,11 @@ class CassandraCounterStore:
             return None
         row = rows[0]
         return CountChanged(row.article, row.total, row.delta or 0, row.seq, row.epoch, row.at_ms or 0)
+
+    async def read_mine(self, article: str, user: str) -> int:
+        assert self._session is not None
+        rows = await _to_asyncio(self._session.execute_async(self._select_mine, (article, user)))
+        return (rows[0].total or 0) if rows else 0
 
     async def close(self) -> None:
         await asyncio.to_thread(self._cluster.shutdown)

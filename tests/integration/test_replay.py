@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from tests.support.clients import Reader, http_json, new_token, wait_all
-from tests.support.pipeline import cassandra_total, running_pipeline, start_processor
+from tests.support.pipeline import cassandra_total, register_articles, running_pipeline, start_processor
 
 pytestmark = pytest.mark.services
 
@@ -20,6 +20,7 @@ def replayable(real_services, run_id, log_dir):
 async def test_a_rebuild_at_a_new_epoch_reproduces_every_total_and_outranks_the_old(replayable, log_dir):
     pipeline, extra = replayable
     articles = [f"replay-{uuid.uuid4().hex[:6]}" for _ in range(3)]
+    await register_articles(pipeline, *articles)
     clappers = [await Reader.open(pipeline.ws_url, new_token(pipeline.base_url)) for _ in range(4)]
     expected = {}
     for a_index, article in enumerate(articles):
@@ -36,11 +37,9 @@ async def test_a_rebuild_at_a_new_epoch_reproduces_every_total_and_outranks_the_
 
     # The rebuild: the old processor stops, a new one at epoch 2 reads the log from offset 0.
     pipeline.processor.stop()
-    # Small batches and a small catch-up threshold, so the rebuild takes several batches
-    # and must hold its partial totals back until it has caught up.
-    rebuilt = start_processor(
-        pipeline, "replay-processor-e2", log_dir, CLAP_EPOCH="2", PROCESSOR_MAX_BATCH="10", PROCESSOR_CATCH_UP_LAG="5"
-    )
+    # Default settings but small batches, so the rebuild of this small log takes several
+    # batches and must hold its partial totals back until it reaches the log's end.
+    rebuilt = start_processor(pipeline, "replay-processor-e2", log_dir, CLAP_EPOCH="2", PROCESSOR_MAX_BATCH="10")
     extra.append(rebuilt)
     assert await reader.wait_for(lambda r: all(r.positions[a][0] == 2 for a in articles), 90)
     assert {a: reader.totals[a] for a in articles} == expected

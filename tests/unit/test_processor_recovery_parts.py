@@ -54,12 +54,16 @@ def test_an_acknowledgement_with_no_write_waiting_moves_no_offset() -> None:
         (WorkerState(joined=True, rebalancing=True, recovering=False, tables_ready=False, partitions=(0, 3)), "rebalancing"),
         (WorkerState(joined=True, rebalancing=False, recovering=True, tables_ready=False, partitions=(0, 3)), "restoring tables from the changelog"),
         (WorkerState(joined=True, rebalancing=False, recovering=False, tables_ready=False, partitions=(0, 3)), "restoring tables from the changelog"),
+        (WorkerState(joined=True, rebalancing=False, recovering=False, tables_ready=True, partitions=(0, 3), catching_up=(3,)), "catching up with the clap log"),
         (WorkerState(joined=True, rebalancing=False, recovering=False, tables_ready=True, partitions=(0, 3)), None),
     ],
 )
-def test_a_worker_is_ready_only_once_joined_and_restored(state: WorkerState, waiting_for: str | None) -> None:
+def test_a_worker_is_ready_only_once_joined_restored_and_caught_up(state: WorkerState, waiting_for: str | None) -> None:
     assert state.waiting_for == waiting_for
-    assert state.to_dict() == {"ready": waiting_for is None, "waiting_for": waiting_for, "partitions": list(state.partitions)}
+    assert state.to_dict() == {
+        "ready": waiting_for is None, "waiting_for": waiting_for,
+        "partitions": list(state.partitions), "catching_up": list(state.catching_up),
+    }
 
 
 def test_each_worker_on_a_host_has_its_own_state_directory_and_group_identity() -> None:
