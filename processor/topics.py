@@ -36,6 +36,34 @@ def changelog_topic(config: ProcessorConfig, table: str) -> str:
     return f"{config.app_id}-{table}-changelog"
 
 
+def changelog_topics(config: ProcessorConfig) -> list[NewTopic]:
+    return [
+        NewTopic(
+            changelog_topic(config, table), config.partitions, config.replication_factor,
+            topic_configs={"cleanup.policy": "compact", "min.insync.replicas": str(config.min_insync_replicas)},
+        )
+        for table in TABLE_NAMES
+    ]
+
+
+async def ensure_changelog_topics(config: ProcessorConfig) -> None:
+    """This epoch's changelog topics alone: what a worker makes before Faust starts, so that a
+    new epoch started straight away (README, "Replaying the log") gets them right too."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in changelog_topics(config) if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+            log.info("created topics %s", [t.name for t in missing])
+    finally:
+        await admin.close()
+
+
 async def ensure_topics(config: ProcessorConfig) -> None:
     min_isr = str(config.min_insync_replicas)
     admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka_bootstrap)
@@ -59,13 +87,7 @@ async def ensure_topics(config: ProcessorConfig) -> None:
                 config.articles_topic, 1, config.replication_factor,
                 topic_configs={"cleanup.policy": "compact", "min.insync.replicas": min_isr},
             ),
-        ] + [
-            NewTopic(
-                changelog_topic(config, table), config.partitions, config.replication_factor,
-                topic_configs={"cleanup.policy": "compact", "min.insync.replicas": min_isr},
-            )
-            for table in TABLE_NAMES
-        ]
+        ] + changelog_topics(config)
         wanted.append(
             NewTopic(
                 # Gateways' reader counts (gateway.presence): one small report per gateway a
