@@ -23,6 +23,9 @@ class ProcessorConfig:
     app_prefix: str = "clap-processor"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    # Faust's table_standby_replicas: another worker keeps a warm copy of each table partition,
+    # so a crashed worker's partitions resume without replaying their whole changelog.
+    standby_replicas: int = 1
 
     @property
     def batch_wait_s(self) -> float:
@@ -51,4 +54,5 @@ class ProcessorConfig:
             app_prefix=env.get("PROCESSOR_APP_PREFIX", cls.app_prefix),
             web_host=env.get("PROCESSOR_WEB_HOST", cls.web_host),
             web_port=int(env.get("PROCESSOR_WEB_PORT", cls.web_port)),
+            standby_replicas=int(env.get("PROCESSOR_STANDBY_REPLICAS", cls.standby_replicas)),
         )
