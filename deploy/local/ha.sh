@@ -114,7 +114,8 @@ wait_log() {
   local name=$1 file=$2 from=$3 needle=$4 secs=$5 t0; t0=$(date +%s.%N)
   local deadline=$(( $(now_s) + secs )) pid
   while (( $(now_s) < deadline )); do
-    if tail -c +"$(( from + 1 ))" "$file" 2>/dev/null | grep -qF -- "$needle"; then
+    # `|| true`: grep -q quits at the first match, and tail's SIGPIPE must not fail the pipeline.
+    if { tail -c +"$(( from + 1 ))" "$file" 2>/dev/null || true; } | grep -qF -- "$needle"; then
       log "$name: ready after $(elapsed_since "$t0") s"; return 0
     fi
     pid=$(recorded_pid "$name")
@@ -191,7 +192,9 @@ declare -A KAFKA_FROM=()
 # ---------------------------------------------------------------------------------------------
 # Cassandra
 
-cassandra_launch_and_wait() {   # N: nodes join one after another, so each waits
+declare -A CASSANDRA_FROM=()
+
+cassandra_launch() {   # N: start without waiting
   local n=$1 name="cassandra$1"
   running_already "$name" && return 0
   local ip=${CASSANDRA_IPS[$((n - 1))]} dir="$HA_RUN_DIR/cassandra$1"
@@ -204,7 +207,9 @@ cassandra_launch_and_wait() {   # N: nodes join one after another, so each waits
     <"$CLAP_DEPLOY/ha/cassandra-node.yaml.tmpl" >"$dir/cassandra.yaml"
   local jamms=("$CLAP_LIB_DIR"/cassandra/jamm-*.jar)
   [[ -f "${jamms[0]}" ]] || die "no jamm-*.jar in $CLAP_LIB_DIR/cassandra (run: bash deploy/local/services.sh resolve)"
-  local from; from=$(log_size "$LOGS/$name.log")
+  CASSANDRA_FROM[$n]=$(log_size "$LOGS/$name.log")
+  # Unlike services.sh's single node, no -Dcassandra.superuser_setup_delay_ms=0: a node restarted
+  # while its peers are down retries that setup with no pause at all, flooding its log.
   start_java "$name" "$LOGS/$name.log" @"$CLAP_DEPLOY/cassandra/jvm17.args" \
     -Xms"$CASSANDRA_HEAP" -Xmx"$CASSANDRA_HEAP" -XX:ParallelGCThreads=1 -XX:ConcGCThreads=1 \
     -XX:+ExitOnOutOfMemoryError -XX:HeapDumpPath="$dir/oom.hprof" -XX:ErrorFile="$LOGS/$name-hs_err_pid%p.log" \
@@ -212,12 +217,20 @@ cassandra_launch_and_wait() {   # N: nodes join one after another, so each waits
     -Dcassandra.config="file://$dir/cassandra.yaml" -Dcassandra.storagedir="$dir" -Dcassandra.logdir="$LOGS" \
     -Dlogback.configurationFile="$CLAP_DEPLOY/cassandra/logback.xml" -Dcassandra-foreground=yes \
     -Dcassandra.jmx.local.port="${CASSANDRA_JMX_PORTS[$((n - 1))]}" \
-    -Dcassandra.skip_wait_for_gossip_to_settle=0 -Dcassandra.ring_delay_ms=1000 -Dcassandra.superuser_setup_delay_ms=0 \
+    -Dcassandra.skip_wait_for_gossip_to_settle=0 -Dcassandra.ring_delay_ms=1000 \
     -cp "$CLAP_LIB_DIR/cassandra/*" org.apache.cassandra.service.CassandraDaemon
   log "$name: started pid $(recorded_pid "$name") on $ip:$CASSANDRA_PORT (heap $CASSANDRA_HEAP)"
-  wait_log "$name" "$LOGS/$name.log" "$from" "Startup complete" 240
-  wait_port "$ip" "$CASSANDRA_PORT" 30 || die "$name: $ip:$CASSANDRA_PORT not open"
 }
+
+cassandra_wait() {   # N
+  local n=$1 name="cassandra$1"
+  [[ -n "${CASSANDRA_FROM[$n]:-}" ]] || return 0   # was running already
+  wait_log "$name" "$LOGS/$name.log" "${CASSANDRA_FROM[$n]}" "Startup complete" 300
+  wait_port "${CASSANDRA_IPS[$((n - 1))]}" "$CASSANDRA_PORT" 30 || die "$name: port $CASSANDRA_PORT not open"
+}
+
+cassandra_bootstrapped() { [[ -d "$HA_RUN_DIR/cassandra$1/data/system" ]]; }
+
 
 # ---------------------------------------------------------------------------------------------
 # The project's services
@@ -242,7 +255,7 @@ start_component() {   # NAME: start one component, wait until healthy
       kafka_launch "$n"; kafka_wait "$n" ;;
     cassandra[0-9]*)
       (( n >= 1 && n <= ${#CASSANDRA_IPS[@]} )) || die "no $name"
-      cassandra_launch_and_wait "$n" ;;
+      cassandra_launch "$n"; cassandra_wait "$n" ;;
     projector[0-9]*)
       (( n >= 1 && n <= PROJECTORS )) || die "no $name"
       launch_app "$name" -- -m projector
@@ -271,8 +284,19 @@ up_kafka() {
 }
 
 up_cassandra() {
-  local i
-  for i in "${!CASSANDRA_IPS[@]}"; do cassandra_launch_and_wait $(( i + 1 )); done
+  local i n all_bootstrapped=1
+  for i in "${!CASSANDRA_IPS[@]}"; do cassandra_bootstrapped $(( i + 1 )) || all_bootstrapped=0; done
+  if (( all_bootstrapped )); then
+    # A restart from disk: every node has its tokens already, so the others start as soon as the
+    # seed listens for gossip (a node that finds no peer to gossip with gives up at once).
+    cassandra_launch 1
+    wait_port "${CASSANDRA_IPS[0]}" "$CASSANDRA_STORAGE_PORT" 180 || die "cassandra1: no gossip port in 180 s"
+    for i in "${!CASSANDRA_IPS[@]}"; do cassandra_launch $(( i + 1 )); done
+    for i in "${!CASSANDRA_IPS[@]}"; do cassandra_wait $(( i + 1 )); done
+  else
+    # A new cluster: nodes join one after another (token allocation wants it so).
+    for i in "${!CASSANDRA_IPS[@]}"; do n=$(( i + 1 )); cassandra_launch "$n"; cassandra_wait "$n"; done
+  fi
 }
 
 up_apps() {

@@ -97,6 +97,7 @@ class ReaderArticle:
     position: tuple[int, int] | None = None
     total: int | None = None
     connection_position: tuple[int, int] | None = None  # highest delivered on the current connection
+    first_fresh_update: float | None = None  # Unix time of the first total including a clap after the mark
 
 
 @dataclass
@@ -106,7 +107,6 @@ class ReaderStats:
     regressions: int = 0  # a lower position than already delivered on the same connection, same epoch
     drops: int = 0  # a higher position with a lower total, same epoch
     stale_snapshots: int = 0  # after a reconnect, a first total below what the reader held (ignored)
-    first_fresh_update: float | None = None  # Unix time of the first total including a clap after the mark
     fresh_mark_ms: int | None = None
     reconnects_since_mark: int = 0
 
@@ -127,8 +127,13 @@ class FailoverReader:
     def mark(self, now: float) -> None:
         """Start measuring: the next total whose newest clap reached a gateway after ``now``."""
         self.stats.fresh_mark_ms = int(now * 1000)
-        self.stats.first_fresh_update = None
+        for held in self.articles.values():
+            held.first_fresh_update = None
         self.stats.reconnects_since_mark = 0
+
+    def fresh_updates(self, articles: list[str]) -> list[float | None]:
+        """Per article: when this reader first got a total including a clap made after the mark."""
+        return [self.articles[a].first_fresh_update if a in self.articles else None for a in articles]
 
     def totals(self) -> dict[str, int | None]:
         return {article: held.total for article, held in self.articles.items()}
@@ -200,8 +205,8 @@ class FailoverReader:
         held.position, held.total = position, total
         self.stats.updates += 1
         mark = self.stats.fresh_mark_ms
-        if mark is not None and self.stats.first_fresh_update is None and int(doc.get("at", 0)) >= mark:
-            self.stats.first_fresh_update = time.time()
+        if mark is not None and held.first_fresh_update is None and int(doc.get("at", 0)) >= mark:
+            held.first_fresh_update = time.time()
 
 
 @dataclass

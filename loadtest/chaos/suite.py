@@ -213,13 +213,14 @@ class Suite:
         struck = context.struck_at
         if struck is not None:
             acks = [c.stats.first_fresh_ack for c in self.clappers]
-            updates = [r.stats.first_fresh_update for r in self.readers]
+            # Every reader, every article: a dead worker stops only its own partitions' totals.
+            updates = [t for r in self.readers for t in r.fresh_updates(articles)]
             result.ack_recovery_s = None if None in acks else round(max(acks) - struck, 2)
             result.update_recovery_s = None if None in updates else round(max(updates) - struck, 2)
             if result.ack_recovery_s is None:
                 result.problems.append("some clapper never had a clap acked after the fault")
             if result.update_recovery_s is None:
-                result.problems.append("some reader never got a total that includes a clap made after the fault")
+                result.problems.append("some reader never got a total of some article that includes a clap made after the fault")
             result.readers_reconnected = sum(1 for r in self.readers if r.stats.reconnects_since_mark)
             result.clappers_reconnected = sum(1 for c in self.clappers if c.stats.reconnects_since_mark)
         self.book.clapping = False
@@ -282,7 +283,7 @@ class Suite:
         result.unknown_in_log, result.refused_in_log = verdict.unknown_in_log, verdict.refused_in_log
         result.lost, result.double_counts, result.missing = verdict.lost, verdict.double_counts, verdict.missing
         if verdict.acked_lost:
-            result.problems.append(f"{len(verdict.acked_lost)} acked batches missing from the log: {verdict.acked_lost[:10]}")
+            result.problems.append(f"{len(verdict.acked_lost)} acked batches missing from the log: {list(verdict.acked_lost)[:10]}")
         if verdict.under_acked:
             result.problems.append(f"acked claps not counted (article, user -> short): {dict(list(verdict.under_acked.items())[:10])}")
         if verdict.over_sent:

@@ -101,7 +101,7 @@ class Verdict:
     acked: int = 0
     unknown: int = 0
     refused: int = 0
-    acked_lost: list[str] = field(default_factory=list)  # acked ids missing from the log
+    acked_lost: dict[str, int] = field(default_factory=dict)  # acked id missing from the log -> its count
     unknown_in_log: int = 0  # unanswered claps that did reach the log (may count, once)
     refused_in_log: int = 0  # refused ("nothing was recorded") yet in the log: counts, once
     under_acked: dict[tuple[str, str], int] = field(default_factory=dict)  # (article, user) -> claps short
@@ -128,8 +128,9 @@ class Verdict:
 
     @property
     def lost(self) -> int:
-        """Acked claps lost: acked batches absent from the log, plus acked claps not counted."""
-        return len(self.acked_lost) + sum(self.under_acked.values())
+        """Acked claps lost: those of acked batches absent from the log, or acked but not counted
+        (the larger; a lost batch of a user already at the cap shows only in the first)."""
+        return max(sum(self.acked_lost.values()), sum(self.under_acked.values()))
 
     @property
     def ok(self) -> bool:
@@ -162,7 +163,7 @@ def judge(
             acked_sum[key] += clap.count
             any_sum[key] += clap.count
             if clap.clap_id not in counted.ids_in_log:
-                verdict.acked_lost.append(clap.clap_id)
+                verdict.acked_lost[clap.clap_id] = clap.count
             elif clap.ack_seq is not None and partition_of is not None:
                 at = counted.at_position.get((partition_of[clap.article], clap.ack_seq - 1))
                 if at != clap.clap_id:
