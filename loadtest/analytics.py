@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from jsonschema import Draft202012Validator
 
 import schemas
@@ -98,6 +99,15 @@ async def consume(
     """Read ``topic`` in consumer group ``group`` from ``start`` (earliest, latest, committed, or
     an offset applied to every partition) until the end offsets of the moment it started
     (``until_end``) or for ``duration_s``; commits its offsets after each batch."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = (await admin.describe_topics([topic]))[0]
+    finally:
+        await admin.close()
+    if described["error_code"] or not described["partitions"]:
+        raise SystemExit(f"topic {topic!r} not found at {bootstrap}")
+    partitions = [TopicPartition(topic, p["partition"]) for p in sorted(described["partitions"], key=lambda p: p["partition"])]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
         auto_offset_reset="latest" if start == "latest" else "earliest",
@@ -105,10 +115,6 @@ async def consume(
     await consumer.start()
     counts = ClapCounts()
     try:
-        await consumer.topics()
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not partitions:
-            raise SystemExit(f"topic {topic!r} not found at {bootstrap}")
         # Manual assignment keeps every partition here (one consumer sees every article), while
         # offsets are still committed to this consumer's own group.
         consumer.assign(partitions)
@@ -127,7 +133,7 @@ async def consume(
         began = time.monotonic()
         stop_at = began + (duration_s if duration_s is not None else max_s)
         while time.monotonic() < stop_at:
-            if until_end and all(await consumer.position(tp) >= ends[tp] for tp in partitions):
+            if until_end and all([await consumer.position(tp) >= ends[tp] for tp in partitions]):
                 break
             batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
             for tp, records in batches.items():

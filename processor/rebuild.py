@@ -10,11 +10,11 @@
    their totals back until they reach the log's end (``core.processing.ClapCounter``).
 3. Shows progress from the new group's committed offsets: events replayed, rate, time left.
 4. Once the group has committed past the end offsets taken in step 1, compares every rebuilt
-   total with the live one at the same position, and lists every difference. A total's
-   position is derived from the log (``seq`` = newest included offset + 1), so at an equal
-   position a rebuilt total must equal the live one; replaying twice announces identical
-   ``(seq, total)`` rows. With ``--recount`` each rebuilt total is also checked against a
-   recount of the log with ``core.ledger`` up to its position.
+   total with the live one, and lists every difference. A total's position is derived from
+   the log (``seq`` = newest included offset + 1), so at an equal position a rebuilt total must
+   equal the live one; where the positions differ, each total must equal a recount of the log
+   with ``core.ledger`` at its own position. Replaying twice announces identical ``(seq, total)``
+   rows. With ``--recount`` every rebuilt total is checked against the recount as well.
 5. With ``--retire``, stops the named old-epoch workers (by recorded pid) and records the
    epoch in ``RUN_DIR/epoch`` (``deploy/local/ha.sh`` starts processors at it from then on).
 
@@ -40,6 +40,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from core.ledger import ArticleTally, UserClaps, apply_clap
 from core.messages import ClapRecorded, CountChanged
 from core.partitioning import partition_for_key
+from processor.changelogs import ensure_changelogs
 from processor.config import ProcessorConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,7 +123,7 @@ class CountsFollower:
         tps = list(self.consumer.assignment())
         ends = await self.consumer.end_offsets(tps)
         deadline = time.monotonic() + timeout_s
-        while any(await self.consumer.position(tp) < ends[tp] for tp in tps):
+        while any([await self.consumer.position(tp) < ends[tp] for tp in tps]):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading {self.topic} took over {timeout_s} s")
             for records in (await self.consumer.getmany(timeout_ms=200, max_records=20_000)).values():
@@ -146,14 +147,24 @@ class CountsFollower:
 # -- progress --------------------------------------------------------------------------------
 
 
+async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = sorted(p["partition"] for p in described[0]["partitions"])
+    if described[0]["error_code"] or not partitions:
+        raise SystemExit(f"topic {topic!r} not found at {bootstrap}")
+    return partitions
+
+
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    partitions = await topic_partitions(bootstrap, topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()
-        partitions = sorted(consumer.partitions_for_topic(topic) or ())
-        if not partitions:
-            raise SystemExit(f"topic {topic!r} not found at {bootstrap}")
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
         return {tp.partition: offset for tp, offset in ends.items()}
     finally:
@@ -177,66 +188,102 @@ class Difference:
     article: str
     live: Position | None
     rebuilt: Position | None
-    recounted: int | None = None
+    why: str
 
     def describe(self) -> str:
         def show(p: Position | None) -> str:
             return "none" if p is None else f"{p.total} at (epoch {p.epoch}, seq {p.seq})"
-        extra = "" if self.recounted is None else f", the log recounts {self.recounted}"
-        return f"{self.article}: live {show(self.live)}, rebuilt {show(self.rebuilt)}{extra}"
+        return f"{self.article}: live {show(self.live)}, rebuilt {show(self.rebuilt)}: {self.why}"
 
 
-def compare(live: Mapping[str, Position], rebuilt: Mapping[str, Position]) -> tuple[list[Difference], list[str]]:
-    """Articles whose totals differ at an equal position, or are missing on one side; and the
-    articles still moving (positions differ, so not comparable yet)."""
-    differences, moving = [], []
+@dataclass
+class Comparison:
+    identical: list[str]  # same seq, same total
+    agreeing: list[str]  # different seqs, each total what the log counts at its own seq
+    moving: list[str]  # different seqs, not (yet) checked against the log
+    differences: list[Difference]
+
+
+def compare(live: Mapping[str, Position], rebuilt: Mapping[str, Position],
+            recounted: Mapping[tuple[str, int], int] | None = None) -> Comparison:
+    """Classify every article of either side.
+
+    Equal positions must carry equal totals (positions come from the log). Different positions
+    happen while claps arrive, and also at rest: a clap that counted nothing (a repeated id, a
+    user at the cap) moves no live announcement, while a rebuild announces each article once at
+    its newest offset. Then each total is checked against the log's recount at its own position.
+    With ``recounted`` ((article, seq) -> total), every rebuilt total is checked against it too.
+    """
+    result = Comparison([], [], [], [])
     for article in sorted(set(live) | set(rebuilt)):
         old, new = live.get(article), rebuilt.get(article)
         if old is None or new is None:
-            differences.append(Difference(article, old, new))
-        elif old.seq != new.seq:
-            moving.append(article)
-        elif old.total != new.total:
-            differences.append(Difference(article, old, new))
-    return differences, moving
+            result.differences.append(Difference(article, old, new, "only one side has it"))
+            continue
+        if recounted is not None and (article, new.seq) in recounted and recounted[(article, new.seq)] != new.total:
+            result.differences.append(Difference(article, old, new, f"the log recounts {recounted[(article, new.seq)]}"))
+        elif old.seq == new.seq:
+            if old.total == new.total:
+                result.identical.append(article)
+            else:
+                result.differences.append(Difference(article, old, new, "same position, different totals"))
+        elif recounted is None or (article, old.seq) not in recounted:
+            result.moving.append(article)
+        elif recounted[(article, old.seq)] != old.total:
+            result.differences.append(Difference(article, old, new, f"the live total: the log recounts {recounted[(article, old.seq)]}"))
+        else:
+            result.agreeing.append(article)
+    return result
 
 
-async def recount_at(bootstrap: str, topic: str, targets: Mapping[str, int], partitions: int) -> dict[str, int]:
-    """Each article's total by ``core.ledger`` over its log events up to offset ``targets[a] - 1``."""
+async def recount_at(bootstrap: str, topic: str, wanted: Mapping[str, set[int]], partitions: int) -> dict[tuple[str, int], int]:
+    """(article, seq) -> the article's total by ``core.ledger`` over its log events below offset seq."""
     users: dict[tuple[str, str], UserClaps] = {}
     tallies: dict[str, ArticleTally] = {}
-    wanted_end: dict[int, int] = {}
-    for article, seq in targets.items():
+    pending = {article: sorted(seqs) for article, seqs in wanted.items() if seqs}
+    found: dict[tuple[str, int], int] = {}
+    read_to: dict[int, int] = {}
+    for article, seqs in pending.items():
         p = partition_for_key(article.encode(), partitions)
-        wanted_end[p] = max(wanted_end.get(p, 0), seq)
+        read_to[p] = max(read_to.get(p, 0), seqs[-1])
+
+    def settle(article: str, below: int) -> None:
+        """Record the current total for every wanted seq <= below (events past it not applied yet)."""
+        seqs = pending.get(article)
+        while seqs and seqs[0] <= below:
+            found[(article, seqs.pop(0))] = tallies.get(article, ArticleTally()).total
+
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in wanted_end]
+        tps = [TopicPartition(topic, p) for p in read_to]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         remaining = set(tps)
         while remaining:
             for tp, records in (await consumer.getmany(*remaining, timeout_ms=500, max_records=20_000)).items():
                 for record in records:
-                    if record.offset >= wanted_end[tp.partition]:
+                    if record.offset >= read_to[tp.partition]:
                         continue
                     try:
                         clap = ClapRecorded.from_json(record.value)
                     except (ValueError, KeyError, TypeError):
                         continue
-                    if clap.article not in targets or record.offset >= targets[clap.article]:
+                    if clap.article not in pending:
                         continue
+                    settle(clap.article, record.offset)  # seqs <= offset exclude this event
                     key = (clap.article, clap.user)
                     applied = apply_clap(users.get(key, UserClaps()), tallies.get(clap.article, ArticleTally()),
                                          clap.clap_id, clap.count, record.offset)
                     users[key], tallies[clap.article] = applied.user, applied.article
             for tp in list(remaining):
-                if await consumer.position(tp) >= wanted_end[tp.partition]:
+                if await consumer.position(tp) >= read_to[tp.partition]:
                     remaining.discard(tp)
     finally:
         await consumer.stop()
-    return {article: tallies.get(article, ArticleTally()).total for article in targets}
+    for article in list(pending):
+        settle(article, 2**62)
+    return found
 
 
 # -- the command -----------------------------------------------------------------------------
@@ -280,6 +327,7 @@ async def rebuild(args: argparse.Namespace) -> int:
     follower.live.update(snapshot)
     print(f"rebuild at epoch {args.epoch}: {total_events:,} clap events in {len(targets)} partitions of "
           f"{config.clap_topic!r}; {len(snapshot):,} live totals; group {config.app_id!r}", flush=True)
+    await ensure_changelogs(config)
     began = time.monotonic()
     names = start_workers(args, env)
     print(f"started {', '.join(names)} (logs in {args.run_dir / 'logs'})", flush=True)
@@ -309,32 +357,29 @@ async def rebuild(args: argparse.Namespace) -> int:
         elapsed = time.monotonic() - began
         print(f"replayed {total_events:,} events in {elapsed:.1f} s ({total_events / elapsed:,.0f} events/s "
               f"including worker start-up)", flush=True)
-        # Compare: read what both epochs announced; totals still moving get a few more looks.
-        differences, moving = [], []
+        # Compare: read what both epochs announced; totals still moving get a few more looks,
+        # then whatever still differs in position is settled by the log itself.
         settle_deadline = time.monotonic() + args.settle
         while True:
             await follower.read_to_end()
-            differences, moving = compare(follower.live, follower.rebuilt)
-            if not moving or time.monotonic() > settle_deadline:
+            outcome = compare(follower.live, follower.rebuilt)
+            if not outcome.moving or time.monotonic() > settle_deadline:
                 break
             await asyncio.sleep(1)
-        if args.recount and follower.rebuilt:
-            recounted = await recount_at(config.kafka_bootstrap, config.clap_topic,
-                                         {a: p.seq for a, p in follower.rebuilt.items()}, len(targets))
-            for article, total in recounted.items():
-                if total != follower.rebuilt[article].total:
-                    differences.append(Difference(article, follower.live.get(article), follower.rebuilt[article], total))
-        same = len(set(follower.live) & set(follower.rebuilt)) - len(moving) - sum(
-            1 for d in differences if d.live and d.rebuilt)
-        print(f"compared {len(set(follower.live) | set(follower.rebuilt)):,} articles: {same:,} identical "
-              f"(same seq, same total), {len(differences)} different, {len(moving)} still moving"
-              + (" (recounted from the log too)" if args.recount else ""))
-        for article in moving:
-            live, new = follower.live[article], follower.rebuilt[article]
-            print(f"  still moving: {article}: live seq {live.seq}, rebuilt seq {new.seq}")
-        for difference in differences:
+        wanted: dict[str, set[int]] = {a: {follower.live[a].seq, follower.rebuilt[a].seq} for a in outcome.moving}
+        if args.recount:
+            for article, position in follower.rebuilt.items():
+                wanted.setdefault(article, set()).add(position.seq)
+        if wanted:
+            recounted = await recount_at(config.kafka_bootstrap, config.clap_topic, wanted, len(targets))
+            outcome = compare(follower.live, follower.rebuilt, recounted)
+        print(f"compared {len(set(follower.live) | set(follower.rebuilt)):,} articles: {len(outcome.identical):,} "
+              f"identical (same seq, same total), {len(outcome.agreeing):,} at other positions but each equal to "
+              f"the log's recount there, {len(outcome.differences)} different"
+              + (" (every rebuilt total recounted from the log too)" if args.recount else ""))
+        for difference in outcome.differences:
             print(f"  DIFFERENT {difference.describe()}")
-        if differences:
+        if outcome.differences:
             return 1
         if args.retire:
             stop_named(args.run_dir, args.retire)

@@ -21,7 +21,7 @@
 #   HA_KAFKA_CONTROLLER_PORTS KRaft controller ports           ("9093 9095 9097")
 #   HA_CASSANDRA_IPS          one address per node, 1st = seed ("127.0.0.1 127.0.0.2 127.0.0.3")
 #   HA_CASSANDRA_PORT / HA_CASSANDRA_STORAGE_PORT              (9042 / 7000)
-#   HA_CASSANDRA_JMX_PORTS    one per node                     ("7199 7299 7399")
+#   HA_CASSANDRA_JMX_PORTS    one per node                     ("7199 7299 7399": 7199 + 100 i)
 #   HA_GATEWAY_PORTS          one gateway per port             ("8000 8001")
 #   HA_PROCESSOR_WEB_PORTS    one Faust worker per port        ("6066 6067")
 #   HA_PROJECTORS             number of projectors             (2)
@@ -45,7 +45,8 @@ read -r -a KAFKA_CONTROLLER_PORTS <<<"${HA_KAFKA_CONTROLLER_PORTS:-9093 9095 909
 read -r -a CASSANDRA_IPS <<<"${HA_CASSANDRA_IPS:-127.0.0.1 127.0.0.2 127.0.0.3}"
 CASSANDRA_PORT=${HA_CASSANDRA_PORT:-9042}
 CASSANDRA_STORAGE_PORT=${HA_CASSANDRA_STORAGE_PORT:-7000}
-read -r -a CASSANDRA_JMX_PORTS <<<"${HA_CASSANDRA_JMX_PORTS:-7199 7299 7399}"
+default_jmx_ports() { local i; for i in "${!CASSANDRA_IPS[@]}"; do printf '%s ' $(( 7199 + 100 * i )); done; }
+read -r -a CASSANDRA_JMX_PORTS <<<"${HA_CASSANDRA_JMX_PORTS:-$(default_jmx_ports)}"
 read -r -a GATEWAY_PORTS <<<"${HA_GATEWAY_PORTS:-8000 8001}"
 read -r -a PROCESSOR_WEB_PORTS <<<"${HA_PROCESSOR_WEB_PORTS:-6066 6067}"
 PROJECTORS=${HA_PROJECTORS:-2}
@@ -309,6 +310,9 @@ up_apps() {
     (( $(now_s) < deadline )) || { show_tail "$LOGS/topics.log"; die "creating topics failed"; }
     sleep 2
   done
+  # The processors' changelogs too, co-partitioned with the clap topic (processor/changelogs.py).
+  env "${env_lines[@]}" "$PY" -m processor.changelogs >>"$LOGS/topics.log" 2>&1 \
+    || { show_tail "$LOGS/topics.log"; die "creating the changelog topics failed"; }
   log "topics: ready after $(elapsed_since "$t0") s"
   # One projector first: it creates the keyspace and table, so the others never race to
   # create the same table on different coordinators (Cassandra's table id mismatch).

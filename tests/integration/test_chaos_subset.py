@@ -32,7 +32,7 @@ def ha_run_dir(real_services, run_id, log_dir) -> Path:
     run_dir = log_dir / "ha"
     ports = [free_port() for _ in range(10)]
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("HA_")},
         "HA_RUN_DIR": str(run_dir),
         "HA_KAFKA_PORTS": " ".join(map(str, ports[0:3])),
         "HA_KAFKA_CONTROLLER_PORTS": " ".join(map(str, ports[3:6])),
