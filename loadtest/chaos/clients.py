@@ -35,6 +35,32 @@ MAX_BACKOFF_S = 2.0
 CONNECT_TIMEOUT_S = 5.0
 
 
+@dataclass
+class Gaps:
+    """The longest stretch without an event since a mark: how long a fault stopped something.
+
+    Counted from the mark itself, so a fault whose outage begins a little after it strikes (a
+    graceful stop) is measured whole. ``longest(now)`` is None until the first event came.
+    """
+
+    mark: float
+    last: float
+    widest: float = 0.0
+    seen: bool = False
+
+    @classmethod
+    def starting(cls, at: float) -> Gaps:
+        return cls(at, at)
+
+    def event(self, at: float) -> None:
+        self.widest = max(self.widest, at - self.last)
+        self.last = at
+        self.seen = True
+
+    def longest(self, now: float) -> float | None:
+        return max(self.widest, now - self.last) if self.seen else None
+
+
 class ClapBook:
     """Every clap batch sent, by id, and what the load is doing now (set by the suite)."""
 
@@ -97,7 +123,7 @@ class ReaderArticle:
     position: tuple[int, int] | None = None
     total: int | None = None
     connection_position: tuple[int, int] | None = None  # highest delivered on the current connection
-    first_fresh_update: float | None = None  # Unix time of the first total including a clap after the mark
+    updates_since_mark: Gaps | None = None  # the first counts only if it includes a clap made after the mark
 
 
 @dataclass
@@ -128,12 +154,13 @@ class FailoverReader:
         """Start measuring: the next total whose newest clap reached a gateway after ``now``."""
         self.stats.fresh_mark_ms = int(now * 1000)
         for held in self.articles.values():
-            held.first_fresh_update = None
+            held.updates_since_mark = Gaps.starting(now)
         self.stats.reconnects_since_mark = 0
 
-    def fresh_updates(self, articles: list[str]) -> list[float | None]:
-        """Per article: when this reader first got a total including a clap made after the mark."""
-        return [self.articles[a].first_fresh_update if a in self.articles else None for a in articles]
+    def update_gaps(self, articles: list[str], now: float) -> list[float | None]:
+        """Per article: the longest stretch since the mark without a new total (None: none came)."""
+        gaps = [self.articles[a].updates_since_mark if a in self.articles else None for a in articles]
+        return [g.longest(now) if g is not None else None for g in gaps]
 
     def totals(self) -> dict[str, int | None]:
         return {article: held.total for article, held in self.articles.items()}
@@ -204,17 +231,16 @@ class FailoverReader:
             self.stats.drops += 1
         held.position, held.total = position, total
         self.stats.updates += 1
-        mark = self.stats.fresh_mark_ms
-        if mark is not None and held.first_fresh_update is None and int(doc.get("at", 0)) >= mark:
-            held.first_fresh_update = time.time()
+        gaps = held.updates_since_mark
+        if gaps is not None and (gaps.seen or int(doc.get("at", 0)) >= self.stats.fresh_mark_ms):
+            gaps.event(time.time())
 
 
 @dataclass
 class ClapperStats:
     reconnects: int = 0
     errors: dict[str, int] = field(default_factory=dict)
-    first_fresh_ack: float | None = None  # Unix time of the first ack of a batch sent after the mark
-    fresh_mark: float | None = None
+    acks_since_mark: Gaps | None = None  # acks of batches sent after the mark
     reconnects_since_mark: int = 0
 
 
@@ -223,7 +249,7 @@ class FailoverClapper:
 
     def __init__(
         self, name: str, urls: list[str], preferred: int, token: str, user: str, book: ClapBook, *,
-        rate: float, choose: Callable[[tuple[str, ...], random.Random], tuple[str, int]], seed: int,
+        rate: float, choose: Callable[[tuple[str, ...], random.Random, int], tuple[str, int]], seed: int,
     ) -> None:
         self.name = name
         self.urls = urls
@@ -237,11 +263,10 @@ class FailoverClapper:
         self.stats = ClapperStats()
         self.inflight: dict[str, ClapRecord] = {}
         self.retry: deque[ClapRecord] = deque()
-        self.ids = itertools.count()
+        self.ids = itertools.count(seed)  # clappers start on different articles
 
     def mark(self, now: float) -> None:
-        self.stats.fresh_mark = now
-        self.stats.first_fresh_ack = None
+        self.stats.acks_since_mark = Gaps.starting(now)
         self.stats.reconnects_since_mark = 0
 
     @property
@@ -297,8 +322,9 @@ class FailoverClapper:
             return self.retry.popleft()
         if not self.book.clapping or not self.book.articles:
             return None
-        article, count = self.choose(self.book.articles, self.random)
-        clap_id = f"{self.name}-{next(self.ids)}"
+        number = next(self.ids)
+        article, count = self.choose(self.book.articles, self.random, number)
+        clap_id = f"{self.name}-{number}"
         record = ClapRecord(clap_id, article, self.user, count, self.book.phase, time.time())
         self.book.claps[clap_id] = record
         return record
@@ -315,9 +341,9 @@ class FailoverClapper:
                 record.acked_at = time.time()
                 if doc.get("seq") is not None:
                     record.ack_seq = int(doc["seq"])
-                if self.stats.fresh_mark is not None and self.stats.first_fresh_ack is None \
-                        and record.sent_at >= self.stats.fresh_mark:
-                    self.stats.first_fresh_ack = record.acked_at
+                gaps = self.stats.acks_since_mark
+                if gaps is not None and record.sent_at >= gaps.mark:
+                    gaps.event(record.acked_at)
             elif kind == "error" and clap_id is not None:
                 code = str(doc.get("code"))
                 self.stats.errors[code] = self.stats.errors.get(code, 0) + 1

@@ -80,11 +80,18 @@ class CassandraRows:
         return totals
 
     async def totals(self, articles: Iterable[str]) -> dict[str, int | None]:
-        return await asyncio.to_thread(self._read, list(articles))
+        try:
+            return await asyncio.to_thread(self._read, list(articles))
+        except Exception:
+            # After every node was down (a full restart) the driver waits minutes before it
+            # tries a host again: start over with a fresh connection next time.
+            await asyncio.to_thread(self.close)
+            raise
 
     def close(self) -> None:
         if self._cluster is not None:
             self._cluster.shutdown()
+        self._cluster = self._session = None
 
 
 async def rest_totals(base_url: str, articles: Iterable[str]) -> dict[str, int | None]:

@@ -88,3 +88,14 @@ def test_claps_past_the_cap_are_acked_yet_add_nothing():
     verdict = judge(claps, recount(log), {"cassandra": {ARTICLE: 50}}, [ARTICLE])
     assert verdict.ok
     assert recount(log).totals[ARTICLE] == 50
+
+
+def test_an_outage_is_the_longest_stretch_without_events_counted_from_the_fault():
+    from loadtest.chaos.clients import Gaps
+
+    gaps = Gaps.starting(100.0)
+    assert gaps.longest(105.0) is None  # nothing came yet: the checker reports it as never
+    for at in (100.4, 100.9, 109.9, 110.3):  # a 9-second outage beginning after the fault
+        gaps.event(at)
+    assert gaps.longest(110.5) == 9.0
+    assert gaps.longest(121.0) == 121.0 - 110.3  # and a stop that is still going on counts too
