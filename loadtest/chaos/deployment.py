@@ -114,6 +114,10 @@ class Deployment:
             return None
         return pid
 
+    def running(self) -> list[str]:
+        """Every component with a pid file whose process runs."""
+        return sorted(p.stem for p in self.run_dir.glob("*.pid") if self.pid(p.stem) is not None)
+
     def signal(self, name: str, sig: signal.Signals) -> int:
         pid = self.pid(name)
         if pid is None:

@@ -141,6 +141,7 @@ class Suite:
         self.partitions = 0
         self.all_articles: list[str] = []
         self.results: list[PhaseResult] = []
+        self.expected: list[str] = []  # the components running when the suite began
 
     # -- the load --------------------------------------------------------------------------
 
@@ -224,6 +225,7 @@ class Suite:
                 result.problems.append("some reader never got a total of some article that includes a clap made after the fault")
             result.readers_reconnected = sum(1 for r in self.readers if r.stats.reconnects_since_mark)
             result.clappers_reconnected = sum(1 for c in self.clappers if c.stats.reconnects_since_mark)
+        await self.bring_back_the_dead(result)
         self.book.clapping = False
         await self.settle_answers()
         began = time.monotonic()
@@ -244,6 +246,18 @@ class Suite:
         if result.drops:
             result.problems.append(f"{result.drops} totals lower than an earlier total of the same epoch")
         return result
+
+    async def bring_back_the_dead(self, result: PhaseResult) -> None:
+        """A process that died on its own during the phase is a finding (crash-only services
+        have no supervisor here): report it, and start it again so the next phase starts whole."""
+        for name in self.expected:
+            if self.deployment.pid(name) is None:
+                result.problems.append(f"{name} died during the phase without being killed "
+                                       f"(see {self.deployment.run_dir / 'logs' / (name + '.log')})")
+                try:
+                    await self.deployment.ha("start", name)
+                except RuntimeError as error:
+                    result.problems.append(f"{name} did not start again: {error}")
 
     async def settle_answers(self) -> None:
         """Wait until every clapper has an answer for every batch (or has given up on it)."""
@@ -300,6 +314,7 @@ class Suite:
     # -- the whole run ---------------------------------------------------------------------
 
     async def run(self) -> list[PhaseResult]:
+        self.expected = self.deployment.running()
         leaders = await self.deployment.partition_leaders(self.deployment.clap_topic)
         self.partitions = len(leaders)
         tasks = await self.start_load()
