@@ -335,6 +335,8 @@ take_lock() {
 cmd_up() {
   local groups g t0; groups=$(groups_of "$@"); t0=$(date +%s.%N)
   take_lock
+  # The Kafka and Cassandra jars (a no-op once resolved: services.sh keeps a checksum marker).
+  if [[ $groups == *kafka* || $groups == *cassandra* ]]; then bash "$CLAP_DEPLOY/services.sh" resolve 9>&-; fi
   cmd_env >"$HA_RUN_DIR/deployment.env"
   for g in $groups; do "up_$g" 9>&-; done
   log "up: $groups healthy after $(elapsed_since "$t0") s; $(total_rss) MB resident in all (pids and logs in $HA_RUN_DIR)"
