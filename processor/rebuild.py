@@ -8,8 +8,10 @@
 2. Starts ``--workers`` processor workers with ``CLAP_EPOCH=N`` (pid files in ``--run-dir``,
    logs in its ``logs/``). They read the log from offset 0 in a fresh consumer group and hold
    their totals back until they reach the log's end (``core.processing.ClapCounter``).
-3. Shows progress from the new group's committed offsets: events replayed, rate, time left.
-4. Once the group has committed past the end offsets taken in step 1, compares every rebuilt
+3. Shows progress from the new group's committed offsets (events replayed, rate, time left) and
+   from the fan-out topic (live articles announced at the new epoch).
+4. Once the group has committed past the end offsets taken in step 1, or every live article has
+   a total at the new epoch (a partition announces only once it is read to its end), compares every rebuilt
    total with the live one, and lists every difference. A total's position is derived from
    the log (``seq`` = newest included offset + 1), so at an equal position a rebuilt total must
    equal the live one; where the positions differ, each total must equal a recount of the log
@@ -336,19 +338,32 @@ async def rebuild(args: argparse.Namespace) -> int:
     first_progress: tuple[float, int] | None = None
     try:
         deadline = began + args.timeout
+        expected_articles = set(snapshot)
         while True:
-            done = replayed(await committed(admin, config.app_id, config.clap_topic), targets)
+            offsets = await committed(admin, config.app_id, config.clap_topic)
+            done = replayed(offsets, targets)
+            await follower.read_to_end()
+            announced = len(expected_articles & follower.rebuilt.keys())
             now = time.monotonic()
             if done and first_progress is None:
                 first_progress = (now, done)
+            articles = f"{announced:,} / {len(expected_articles):,} articles announced at epoch {args.epoch}"
             if first_progress is not None and now > first_progress[0] and done > first_progress[1]:
                 rate = (done - first_progress[1]) / (now - first_progress[0])
-                left = f"about {fmt_duration((total_events - done) / rate)} left" if rate > 0 else ""
+                left = f", about {fmt_duration((total_events - done) / rate)} left" if rate > 0 else ""
                 print(f"  {done:,} / {total_events:,} events ({100 * done / max(total_events, 1):.1f}%) "
-                      f"at {rate:,.0f} events/s, {left}", flush=True)
+                      f"at {rate:,.0f} events/s{left}; {articles}", flush=True)
             else:
-                print(f"  {done:,} / {total_events:,} events, workers starting", flush=True)
+                print(f"  {done:,} / {total_events:,} events, workers starting; {articles}", flush=True)
             if done >= total_events:
+                break
+            # A partition is announced only once it is read to the end offsets of its assignment,
+            # so every live article announced means the log is replayed, even where the group's
+            # committed offsets lag behind (Faust was seen leaving one partition's commit behind).
+            if expected_articles and announced == len(expected_articles):
+                behind = {p: (offsets.get(p, 0), end) for p, end in targets.items() if offsets.get(p, 0) < end}
+                print(f"  every live article is announced at epoch {args.epoch}; the group's committed offsets "
+                      f"still lag on partitions (committed, end): {behind}", flush=True)
                 break
             if now > deadline:
                 print(f"the rebuild did not reach the end offsets in {args.timeout:.0f} s", file=sys.stderr)
