@@ -45,6 +45,9 @@ def ha_run_dir(real_services, run_id, log_dir) -> Path:
         "CASSANDRA_KEYSPACE": f"chaos_{run_id}",
         "CLAP_PARTITIONS": "6",
         "CLAP_SECRET": "chaos-subset-secret",
+        # Every identity of the load comes from 127.0.0.1.
+        "NEW_IDENTITIES_PER_MINUTE": "100000",
+        "NEW_IDENTITY_BURST": "100000",
     }
     up = subprocess.run(["bash", str(HA_SH), "up", "kafka", "apps"], env=env, capture_output=True, text=True, timeout=600)
     try:
