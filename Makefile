@@ -71,7 +71,12 @@ up: runtime
 	$(PROC) start processor $(LOGS)/processor.log -- env $(DIST_ENV) $(PY) -m processor worker -l info || true
 	$(PROC) start projector $(LOGS)/projector.log -- env $(DIST_ENV) $(PY) -m projector || true
 	$(PROC) start gateway $(LOGS)/gateway.log -- env $(DIST_ENV) PORT=$(PORT) $(PY) -m gateway || true
-	$(PROC) wait-http http://127.0.0.1:$(PORT)/healthz 60
+	@# Return only when every service is ready: the processor has restored its tables (GET /ready),
+	@# the projector consumes (its log line since its last start), the gateway takes readers.
+	$(PROC) wait-http http://127.0.0.1:$${PROCESSOR_WEB_PORT:-6066}/ready 300
+	@timeout 60 bash -c 'until tac $(LOGS)/projector.log | sed "/proc.sh start projector/q" | grep -q "projector consuming"; do sleep 0.2; done' \
+	  || { echo "projector not consuming within 60 s; see $(LOGS)/projector.log" >&2; exit 1; }
+	$(PROC) wait-http http://127.0.0.1:$(PORT)/readyz 60
 	@echo "up: http://127.0.0.1:$(PORT)/  (logs in $(LOGS)/; make down stops everything)"
 
 up-ha: runtime

@@ -42,7 +42,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from core.ledger import ArticleTally, UserClaps, apply_clap
 from core.messages import ClapRecorded, CountChanged
 from core.partitioning import partition_for_key
-from processor.changelogs import ensure_changelogs
+from processor.topics import ensure_changelog_topics
 from processor.config import ProcessorConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -329,7 +329,7 @@ async def rebuild(args: argparse.Namespace) -> int:
     follower.live.update(snapshot)
     print(f"rebuild at epoch {args.epoch}: {total_events:,} clap events in {len(targets)} partitions of "
           f"{config.clap_topic!r}; {len(snapshot):,} live totals; group {config.app_id!r}", flush=True)
-    await ensure_changelogs(config)
+    await ensure_changelog_topics(config)
     began = time.monotonic()
     names = start_workers(args, env)
     print(f"started {', '.join(names)} (logs in {args.run_dir / 'logs'})", flush=True)

@@ -311,9 +311,8 @@ up_apps() {
     (( $(now_s) < deadline )) || { show_tail "$LOGS/topics.log"; die "creating topics failed"; }
     sleep 2
   done
-  # The processors' changelogs too, co-partitioned with the clap topic (processor/changelogs.py).
-  env "${env_lines[@]}" "$PY" -m processor.changelogs >>"$LOGS/topics.log" 2>&1 \
-    || { show_tail "$LOGS/topics.log"; die "creating the changelog topics failed"; }
+  # processor.topics also made this epoch's changelogs, co-partitioned with the clap topic
+  # (every worker makes its own epoch's before Faust starts, too: processor/__main__.py).
   log "topics: ready after $(elapsed_since "$t0") s"
   # One projector first: it creates the keyspace and table, so the others never race to
   # create the same table on different coordinators (Cassandra's table id mismatch).
