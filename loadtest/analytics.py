@@ -12,7 +12,7 @@ What it shows other teams:
   evolution rules ask of consumers (docs/PROTOCOL.md): unknown fields are ignored, an unknown
   version ``v`` or an invalid event is reported with its partition and offset and skipped,
   and nothing else is affected.
-- Counted claps by ``core.ledger.apply_clap``: a repeated clap id counts once and a user
+- Counted claps by ``core.processing.apply_event`` (claps and undos): a repeated clap id counts once and a user
   counts at most 50 per article, exactly as the processor counts. Counting is exact from
   offset 0 (``--from earliest``); from a later offset the consumer does not know the claps
   before it, so a user's cap and repeated ids are judged from that offset on.
@@ -33,7 +33,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from jsonschema import Draft202012Validator
 
 import schemas
-from core.ledger import ArticleTally, UserClaps, apply_clap
+from core.ledger import ArticleTally, UserClaps
+from core.messages import ClapRecorded
+from core.processing import apply_event
 
 KNOWN_VERSIONS = {1}
 
@@ -47,6 +49,7 @@ def tolerant_validator(name: str) -> Draft202012Validator:
 
 
 CLAP_SCHEMA = tolerant_validator("clap-recorded.v1")
+UNDO_SCHEMA = tolerant_validator("clap-undo.v1")
 
 
 @dataclass
@@ -76,14 +79,15 @@ class ClapCounts:
         if isinstance(doc, dict) and doc.get("v") not in KNOWN_VERSIONS:
             self.rejected.append(Rejected(partition, offset, f"unknown version v={doc.get('v')!r}"))
             return
-        error = next(iter(CLAP_SCHEMA.iter_errors(doc)), None)
+        schema = UNDO_SCHEMA if isinstance(doc, dict) and doc.get("type") == "undo" else CLAP_SCHEMA
+        error = next(iter(schema.iter_errors(doc)), None)
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(event)"
             self.rejected.append(Rejected(partition, offset, f"{where}: {error.message}"))
             return
         key = (doc["article"], doc["user"])
-        applied = apply_clap(self.users.get(key, UserClaps()), self.tallies.get(doc["article"], ArticleTally()),
-                             doc["id"], doc["count"], offset)
+        event = ClapRecorded(doc["article"], doc["user"], doc.get("count", 0), doc["id"], doc["at"], doc.get("type", "clap"))
+        applied = apply_event(self.users.get(key, UserClaps()), self.tallies.get(doc["article"], ArticleTally()), event, offset)
         self.users[key] = applied.user
         self.tallies[doc["article"]] = applied.article
 

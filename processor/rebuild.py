@@ -39,9 +39,10 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from core.ledger import ArticleTally, UserClaps, apply_clap
+from core.ledger import ArticleTally, UserClaps
 from core.messages import ClapRecorded, CountChanged
 from core.partitioning import partition_for_key
+from core.processing import apply_event
 from processor.topics import ensure_changelog_topics
 from processor.config import ProcessorConfig
 
@@ -275,8 +276,8 @@ async def recount_at(bootstrap: str, topic: str, wanted: Mapping[str, set[int]],
                         continue
                     settle(clap.article, record.offset)  # seqs <= offset exclude this event
                     key = (clap.article, clap.user)
-                    applied = apply_clap(users.get(key, UserClaps()), tallies.get(clap.article, ArticleTally()),
-                                         clap.clap_id, clap.count, record.offset)
+                    applied = apply_event(users.get(key, UserClaps()), tallies.get(clap.article, ArticleTally()),
+                                          clap, record.offset)
                     users[key], tallies[clap.article] = applied.user, applied.article
             for tp in list(remaining):
                 if await consumer.position(tp) >= read_to[tp.partition]:

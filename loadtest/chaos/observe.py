@@ -43,7 +43,7 @@ async def read_clap_log(bootstrap: str, topic: str, partitions: int, *, timeout_
                     except (ValueError, KeyError, TypeError):
                         malformed += 1
                         continue
-                    events.append(LogEvent(tp.partition, record.offset, clap.article, clap.user, clap.count, clap.clap_id))
+                    events.append(LogEvent(tp.partition, record.offset, clap.article, clap.user, clap.count, clap.clap_id, clap.kind))
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)

@@ -6,7 +6,7 @@ recorded (every clap id with its ack, error or silence) and the clap log read fr
 never what the service reports about itself.
 
 - An acked clap must be in the log (else: *acked lost*), and every total must equal the log's
-  recount with the core rules (``core.ledger.apply_clap``: idempotency by id, the per-user cap).
+  recount with the core rules (``core.processing.apply_event``: idempotency by id, the per-user cap, undos).
 - Per (article, user), the recount must lie between ``min(50, acked claps)`` and
   ``min(50, acked + unanswered claps)``: below means acked claps were not counted, above means
   something was counted that nobody sent, or a clap counted twice.
@@ -19,7 +19,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from core.ledger import MAX_CLAPS_PER_USER, ArticleTally, UserClaps, apply_clap
+from core.ledger import MAX_CLAPS_PER_USER, ArticleTally, UserClaps
+from core.messages import ClapRecorded
+from core.processing import apply_event
 
 ACKED = "acked"
 UNKNOWN = "unknown"  # sent, but no answer came (the connection died, or the run ended)
@@ -35,6 +37,7 @@ class LogEvent:
     user: str
     count: int
     clap_id: str
+    kind: str = "clap"  # or "undo"
 
 
 @dataclass(slots=True)
@@ -74,15 +77,15 @@ class Recount:
 
 
 def recount(events: Iterable[LogEvent]) -> Recount:
-    """Apply every event in log order (per partition) with ``core.ledger.apply_clap``."""
+    """Apply every event in log order (per partition) with ``core.processing.apply_event``."""
     users: dict[tuple[str, str], UserClaps] = {}
     tallies: dict[str, ArticleTally] = {}
     result = Recount()
     for event in sorted(events, key=lambda e: (e.partition, e.offset)):
         key = (event.article, event.user)
-        applied = apply_clap(
+        applied = apply_event(
             users.get(key, UserClaps()), tallies.get(event.article, ArticleTally()),
-            event.clap_id, event.count, event.offset,
+            ClapRecorded(event.article, event.user, event.count, event.clap_id, 0, event.kind), event.offset,
         )
         users[key] = applied.user
         tallies[event.article] = applied.article
