@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.datastructures import Headers
@@ -59,6 +59,10 @@ class Metrics:
         self.refused_connections = Counter(
             "gateway_connections_refused", "Connections refused at capacity", registry=self.registry
         )
+        self.room_pass = Histogram("gateway_room_pass_seconds", "One fan-out trip round a room above the chunk size",
+                                   buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1, 2.5), registry=self.registry)
+        self.room_rate = Gauge("gateway_room_updates_per_second", "Totals per second each reader of a room above "
+                               "the chunk size gets", ["article"], registry=self.registry)
 
 
 class Gateway:
@@ -76,7 +80,8 @@ class Gateway:
         self.store = store
         self.feed = feed
         self.clock_ms = clock_ms
-        self.rooms = RoomRegistry(write_buffer_high=config.write_buffer_high)
+        self.rooms = RoomRegistry(write_buffer_high=config.write_buffer_high,
+                                  on_pass=lambda room, seconds: self.metrics.room_pass.observe(seconds))
         self.metrics = Metrics()
         self.readers: set[Reader] = set()
         self._loading: dict[str, asyncio.Task[None]] = {}
@@ -178,6 +183,9 @@ class Gateway:
             self.metrics.connections.set(len(self.readers))
             self.metrics.rooms.set(len(self.rooms.rooms))
             self.metrics.frames_out.set(self.rooms.frames_written)
+            self.metrics.room_rate.clear()
+            for room in self.rooms.large_rooms():
+                self.metrics.room_rate.labels(room.article).set(room.cadence.updates_per_second or 0.0)
             return respond(200, generate_latest(self.metrics.registry), "text/plain; version=0.0.4")
         if path == "/":
             return html_response(pages.index_page(articles.SEEDED))
