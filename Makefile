@@ -8,11 +8,15 @@ RUN_DIR := .run
 LOGS := $(RUN_DIR)/logs
 PROC := bash deploy/local/proc.sh
 SERVICES := bash deploy/local/services.sh
+# kustomize renders deploy/k8s for the manifest tests (tests/deploy). Built from the Go module
+# proxy at a pinned version into .lib/, so a fresh machine needs only Go, which it has.
+KUSTOMIZE_VERSION := v5.7.1
+KUSTOMIZE := .lib/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 # Distributed-mode settings shared by `make up` processes (see deploy/k8s for a cluster).
 DIST_ENV := CLAP_MODE=distributed KAFKA_BOOTSTRAP=127.0.0.1:9092 CASSANDRA_HOSTS=127.0.0.1 \
             CLAP_SECRET=$${CLAP_SECRET:-local-dev-secret-change-me} PYTHONPATH=$(CURDIR)
 
-.PHONY: help runtime venv browser run up down status test test-unit test-fast bench clean
+.PHONY: help runtime venv browser tools run up down status test test-unit test-fast bench clean
 
 help:
 	@echo "make run    - the embedded service on http://127.0.0.1:$(PORT) (installs what it needs)"
@@ -36,6 +40,13 @@ $(VENV)/.installed: $(VENV)/.runtime requirements-dev.txt
 
 runtime: $(VENV)/.runtime
 venv: $(VENV)/.installed
+
+$(KUSTOMIZE):
+	@echo "installing kustomize $(KUSTOMIZE_VERSION) into $(dir $(KUSTOMIZE)) (go install)"
+	@command -v go >/dev/null || { echo "kustomize is built with Go, and go is not on PATH"; exit 1; }
+	GOBIN=$(CURDIR)/$(dir $(KUSTOMIZE)) GOTOOLCHAIN=local go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+tools: $(KUSTOMIZE)
 
 # Debian's chromium for the browser tests (a test tool cannot download its own browser here).
 browser:
@@ -68,7 +79,7 @@ status:
 
 # Everything CI runs. Starts Kafka and Cassandra if they are not running, and stops them again
 # afterwards only if it was the one that started them.
-test: venv browser
+test: venv browser tools
 	@started=0; $(SERVICES) status >/dev/null 2>&1 || { $(SERVICES) up && started=1; }; \
 	$(PY) -m pytest -ra; rc=$$?; \
 	[ $$started = 1 ] && $(SERVICES) down; exit $$rc

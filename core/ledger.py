@@ -37,18 +37,17 @@ class UserClaps:
 
 @dataclass(frozen=True, slots=True)
 class ArticleTally:
-    """The processor's running total for one article, and the position it was last emitted at."""
+    """The processor's running total for one article and the newest log offset it includes."""
 
     total: int = 0
     offset: int = -1
-    seq: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "offset": self.offset, "seq": self.seq}
+        return {"total": self.total, "offset": self.offset}
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> ArticleTally:
-        return cls(doc["total"], doc["offset"], doc["seq"])
+        return cls(doc["total"], doc["offset"])
 
 
 @dataclass(frozen=True, slots=True)

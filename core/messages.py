@@ -56,9 +56,13 @@ class ClapRecorded:
 class CountChanged:
     """The absolute clap total of an article at a position; what the fan-out topic carries.
 
-    ``(epoch, seq)`` orders totals of one article: ``seq`` grows with every emission and ``epoch``
-    grows when counts are rebuilt from the log. Totals are absolute, so a gap in ``seq`` loses
-    nothing: the next message carries everything. ``delta`` is what this window added, and
+    ``(epoch, seq)`` orders totals of one article. ``seq`` is one past the log offset of the
+    newest clap event of the article that the total includes (offsets of the article's
+    partition), so it is a function of the log: any replay of the same events announces the
+    same total at the same position, and a clap acked at offset ``o`` is in every total whose
+    ``seq`` is above ``o``. Seqs have gaps (other articles share the partition). ``epoch`` grows
+    when counts are rebuilt from the log. Totals are absolute, so a missed message loses
+    nothing: the next one carries everything. ``delta`` is what this announcement added, and
     ``at_ms`` is when the newest clap in it reached the gateway (for latency measurement).
     """
 

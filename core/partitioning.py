@@ -47,3 +47,8 @@ def partition_for_key(key: bytes, partitions: int) -> int:
     """The partition of a key: the murmur2 of its article part, positive, modulo ``partitions``."""
     article = key.split(_SEPARATOR, 1)[0]
     return (murmur2(article) & 0x7FFFFFFF) % partitions
+
+
+def article_partitioner(key: bytes, all_partitions: list[int], available: list[int]) -> int:
+    """A Kafka client partitioner (aiokafka's signature) that routes by the article part of a key."""
+    return all_partitions[partition_for_key(key, len(all_partitions))]

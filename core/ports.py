@@ -14,8 +14,9 @@ from core.messages import ClapRecorded, CountChanged
 class ClapLog(Protocol):
     """The durable, replayable log of clap events, keyed by article."""
 
-    async def append(self, clap: ClapRecorded) -> None:
-        """Return only once the event is durable; raise if it could not be made so."""
+    async def append(self, clap: ClapRecorded) -> int:
+        """Return the event's offset in its article's partition once it is durable; raise if it
+        could not be made so (nothing is acked then)."""
 
     async def close(self) -> None: ...
 

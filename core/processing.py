@@ -1,16 +1,23 @@
-"""The clap processor's rules in one place: apply claps, coalesce per window, number the totals.
+"""The clap processor's rules in one step: a batch of log events in, state writes and totals out.
 
 State lives in two mappings handed in by the adapter: Faust tables in the distributed mode,
-SQLite-backed dicts in the embedded one. Keys are plain strings so both can store them.
+SQLite-backed dicts in the embedded one. Keys are plain strings so both can store them. Both
+adapters drive the same :class:`ClapCounter`: they read a batch from the log, call
+:meth:`ClapCounter.step`, write the changed state, then announce the totals it returns.
+
+Positions come from the log alone. A total's ``seq`` is the offset of the newest clap event of
+its article that it includes, plus one. Any replay of the same log prefix (after a crash, with
+other batch boundaries, on another worker, in a rebuild) announces the same ``(epoch, seq) ->
+total``, so a position can never carry two totals, and a higher position never carries a lower
+total within an epoch.
 """
 from __future__ import annotations
 
-from collections.abc import MutableMapping
-from dataclasses import replace
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass
 
 from core.ledger import ArticleTally, UserClaps, apply_clap
 from core.messages import ClapRecorded, CountChanged
-from core.window import WindowCoalescer
 
 KEY_SEPARATOR = ":"
 
@@ -24,88 +31,139 @@ def user_key(article: str, user: str) -> str:
     return f"{article}{KEY_SEPARATOR}{user}"
 
 
-class ClapProcessor:
-    """Applies clap events to the state and emits numbered totals once per window."""
+def split_user_key(key: str) -> tuple[str, str]:
+    """``(article, user)`` of a state key made by :func:`user_key`."""
+    article, _, user = key.partition(KEY_SEPARATOR)
+    return article, user
+
+
+def position_of(tally: ArticleTally) -> int:
+    """The ``seq`` of an article's total: one past the newest log offset it includes."""
+    return tally.offset + 1
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    """One record read from the clap log; ``clap`` is None for a record that did not parse."""
+
+    partition: int
+    offset: int
+    clap: ClapRecorded | None
+
+
+@dataclass(slots=True)
+class _Unannounced:
+    """What an article gained since its last announcement."""
+
+    partition: int
+    delta: int
+    newest_at_ms: int
+
+
+class ClapCounter:
+    """Applies clap events to the state and says which totals to announce.
+
+    Announcements are per batch: every article touched by a batch is announced once, at the
+    position of the newest event of it that the batch held. A partition is *held* from the
+    moment this counter learns of it until the log has been read up to the end offset taken
+    when it was assigned: a worker catching up (a restart, a rebalance, a rebuild at a new
+    epoch from offset 0) announces nothing partial, then announces every article it touched
+    once. Only events of partitions assigned to this worker reach :meth:`step`, so a worker
+    speaks only for the articles it owns; it never walks the state (which may hold standby
+    copies or keys of revoked partitions).
+    """
 
     def __init__(
         self,
         users: MutableMapping[str, UserClaps],
         articles: MutableMapping[str, ArticleTally],
         *,
-        window_ms: int,
         epoch: int,
     ) -> None:
         self.users = users
         self.articles = articles
         self.epoch = epoch
-        self.windows = WindowCoalescer(window_ms)
+        self._catching_up: dict[int, int] = {}  # partition -> end offset to reach
+        self._live: set[int] = set()
+        self._unannounced: dict[str, _Unannounced] = {}
 
-    def apply(self, clap: ClapRecorded, offset: int, now_ms: int) -> int:
-        """Apply one event read at ``offset`` of its article's partition; returns what it counted."""
+    # -- ownership ---------------------------------------------------------------------------
+
+    def assign(self, partition: int, end_offset: int, next_offset: int = 0) -> None:
+        """This worker now owns ``partition``: it will read from ``next_offset``, and the log
+        ended at ``end_offset`` (exclusive) when it was assigned."""
+        if next_offset >= end_offset:
+            self._catching_up.pop(partition, None)
+            self._live.add(partition)
+        else:
+            self._live.discard(partition)
+            self._catching_up[partition] = end_offset
+
+    def revoke(self, partition: int) -> None:
+        """Another worker owns ``partition`` now: forget what was not yet announced for it."""
+        self._live.discard(partition)
+        self._catching_up.pop(partition, None)
+        for article in [a for a, u in self._unannounced.items() if u.partition == partition]:
+            del self._unannounced[article]
+
+    @property
+    def catching_up(self) -> dict[int, int]:
+        """Partitions whose totals are held back, with the end offset each must reach."""
+        return dict(self._catching_up)
+
+    def is_live(self, partition: int) -> bool:
+        return partition in self._live
+
+    # -- the step ----------------------------------------------------------------------------
+
+    def step(self, events: Iterable[LogEvent]) -> list[CountChanged]:
+        """Apply a batch of events in log order; return the totals to announce after it.
+
+        The caller writes the changed state before sending the totals, and commits the log
+        offsets only after both.
+        """
+        newest: dict[int, int] = {}
+        for event in events:
+            newest[event.partition] = event.offset
+            if event.clap is not None:
+                self._apply(event)
+        for partition, offset in newest.items():
+            end = self._catching_up.get(partition)
+            # A partition nobody assigned yet stays held: an adapter may deliver events before
+            # its rebalance callback has said where the log ends.
+            if end is not None and offset + 1 >= end:
+                del self._catching_up[partition]
+                self._live.add(partition)
+        return self._announce_live()
+
+    def _apply(self, event: LogEvent) -> None:
+        clap = event.clap
+        assert clap is not None
         key = user_key(clap.article, clap.user)
         user = self.users.get(key) or UserClaps()
         article = self.articles.get(clap.article) or ArticleTally()
-        applied = apply_clap(user, article, clap.clap_id, clap.count, offset)
+        applied = apply_clap(user, article, clap.clap_id, clap.count, event.offset)
         if applied.user is not user:
             self.users[key] = applied.user
         if applied.article is not article:
             self.articles[clap.article] = applied.article
         if applied.counted or applied.replayed:
+            # A replayed event adds nothing but is announced again: its announcement may have
+            # been lost in the crash that made it replay.
             delta = 0 if applied.replayed else applied.counted
-            self.windows.add(clap.article, delta, clap.at_ms, now_ms)
-        return applied.counted
+            pending = self._unannounced.get(clap.article)
+            if pending is None:
+                self._unannounced[clap.article] = _Unannounced(event.partition, delta, clap.at_ms)
+            else:
+                pending.delta += delta
+                pending.newest_at_ms = max(pending.newest_at_ms, clap.at_ms)
 
-    def flush(self, now_ms: int, *, force: bool = False) -> list[CountChanged]:
-        """Number and return one total for every article whose window is due."""
-        updates = []
-        for article_id, delta, newest_at_ms in self.windows.due(now_ms, force=force):
+    def _announce_live(self) -> list[CountChanged]:
+        totals = []
+        for article_id in [a for a, u in self._unannounced.items() if u.partition in self._live]:
+            pending = self._unannounced.pop(article_id)
             tally = self.articles.get(article_id) or ArticleTally()
-            tally = replace(tally, seq=tally.seq + 1)
-            self.articles[article_id] = tally
-            updates.append(
-                CountChanged(article_id, tally.total, delta, tally.seq, self.epoch, newest_at_ms)
+            totals.append(
+                CountChanged(article_id, tally.total, pending.delta, position_of(tally), self.epoch, pending.newest_at_ms)
             )
-        return updates
-
-    def announce_all(self, now_ms: int) -> list[CountChanged]:
-        """Number and return the current total of every article in the state.
-
-        Used once after catching up on a long backlog (a rebuild), when announcements were held
-        back: this re-announces everything the held-back windows would have said, and more.
-        """
-        for article_id in list(self.articles):
-            self.windows.add(article_id, 0, 0, now_ms)
-        return self.flush(now_ms, force=True)
-
-
-class CatchUp:
-    """Holds announcements back while the processor is far behind the log.
-
-    A rebuild (a new epoch) starts at offset 0: announcing its partial totals would make every
-    reader's count drop and climb back, since any epoch-2 total outranks epoch 1. So while the
-    lag is above ``max_lag`` nothing is announced; once caught up, every total is announced once.
-    Restarting during a catch-up simply catches up again, and announces everything at the end.
-    """
-
-    HOLD, FLUSH, ANNOUNCE_ALL = "hold", "flush", "announce_all"
-
-    def __init__(self, max_lag: int) -> None:
-        self.max_lag = max_lag
-        self.holding = False
-
-    def after_batch(self, lag: int | None, *, batch_was_full: bool = False) -> str:
-        """What to do after applying a batch.
-
-        ``lag`` is the largest number of events still to read in any assigned partition, or
-        None when it is not known yet. While holding, an unknown lag or a full batch (more
-        events were waiting) keeps holding.
-        """
-        if lag is not None and lag > self.max_lag:
-            self.holding = True
-            return self.HOLD
-        if self.holding:
-            if lag is None or batch_was_full:
-                return self.HOLD
-            self.holding = False
-            return self.ANNOUNCE_ALL
-        return self.FLUSH
+        return totals

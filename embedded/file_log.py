@@ -1,16 +1,37 @@
-"""The embedded clap log: one append-only file of JSON lines, fsynced before any ack.
+"""The embedded clap log: one append-only file of JSON lines; a line's number is its offset.
 
-Appends that arrive together share one write and one fsync (group commit), so durability does
-not cost one disk flush per clap. The line number is the offset.
+What it promises, and how:
+- ``append`` returns an event's offset only once its line is written in full and fsynced.
+  Appends that arrive together share one write and one fsync (group commit), so durability does
+  not cost one disk flush per clap.
+- A write or fsync that fails (a full disk, an I/O error) fails its whole batch: the file is cut
+  back to the durable end and every append of the batch raises, so nothing of it is acked and
+  the next batch starts on a clean line.
+- The durable end (bytes and offsets) moves only after an fsync, and readers read up to it and
+  no further: no reader applies a line that a power cut could still take away, so no applied
+  offset can later be handed to a different event.
+- A line that does not decode is skipped with a warning naming its offset and byte position; it
+  keeps its offset, so every other line keeps its own. A reader never stops on one.
+- On open, bytes after the last complete line (a write torn by a crash, never acked) are copied to
+  a side file next to the log and cut off, so new appends neither merge with them nor renumber
+  anything acked.
 """
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from core.messages import ClapRecorded
+
+log = logging.getLogger("embedded.file_log")
+
+# Read size; a clap event is a few hundred bytes, so a line longer than this is corrupt.
+READ_CHUNK = 1 << 20
 
 
 class FileClapLog:
@@ -18,37 +39,67 @@ class FileClapLog:
         self.path = path
         self.max_batch = max_batch
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._drop_torn_tail()
-        self._file = open(path, "ab", buffering=0)
-        self.end_offset = self._count_lines()  # the offset the next append will get
-        self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
+        created = not path.exists()
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        if created:
+            _fsync_directory(path.parent)
+        self._durable_bytes = self._set_aside_torn_tail()
+        # A predecessor that crashed may have written lines it never synced: sync them before
+        # any reader may apply them.
+        os.fsync(self._fd)
+        # The offset the next append gets; readers read the lines before it, never further.
+        self.end_offset = _count_lines(self._fd, self._durable_bytes)
+        self._queue: list[tuple[bytes, asyncio.Future[int]]] = []
         self._wakeup = asyncio.Event()
-        self._appended = asyncio.Condition()
+        self._durable_moved = asyncio.Condition()
         self._writer: asyncio.Task[None] | None = None
+        self._cut_pending = False
         self._closed = False
+        self._drained = False  # closed, and everything queued before is written or refused
 
-    def _drop_torn_tail(self) -> None:
-        """A crash mid-write can leave a partial last line; it was never acked, so drop it."""
-        if not self.path.exists():
-            return
-        with open(self.path, "rb+") as f:
-            data = f.read()
-            if data and not data.endswith(b"\n"):
-                f.truncate(data.rfind(b"\n") + 1)
+    def _set_aside_torn_tail(self) -> int:
+        """Cut the bytes after the last newline off into a side file; return the new size."""
+        size = os.fstat(self._fd).st_size
+        cut = _after_last_newline(self._fd, size)
+        if cut == size:
+            return size
+        try:
+            kept_in = f"set aside in {self._copy_to_side_file(cut, size)}"
+        except OSError as error:
+            # They were never acked: losing them costs nothing, refusing to start would.
+            kept_in = f"not set aside ({error!r}); they began {os.pread(self._fd, 200, cut)!r}"
+        os.ftruncate(self._fd, cut)
+        log.warning(
+            "%s: %d bytes after the last complete line (byte %d, offset %d) were torn by a crash and "
+            "never acknowledged; %s",
+            self.path, size - cut, cut, _count_lines(self._fd, cut), kept_in,
+        )
+        return cut
 
-    def _count_lines(self) -> int:
-        with open(self.path, "rb") as f:
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    def _copy_to_side_file(self, start: int, end: int) -> Path:
+        side = self.path.with_name(f"{self.path.name}.torn-at-{start}")
+        tries = 1
+        while side.exists():  # torn at the same byte before: keep both
+            side = self.path.with_name(f"{self.path.name}.torn-at-{start}.{tries}")
+            tries += 1
+        with open(side, "xb") as out:
+            for position in range(start, end, READ_CHUNK):
+                out.write(os.pread(self._fd, min(READ_CHUNK, end - position), position))
+            out.flush()
+            os.fsync(out.fileno())
+        _fsync_directory(self.path.parent)
+        return side
 
-    async def append(self, clap: ClapRecorded) -> None:
+    async def append(self, clap: ClapRecorded) -> int:
+        """Return the event's offset once it is durable; raise if it could not be made so."""
         if self._closed:
             raise RuntimeError("clap log is closed")
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_loop(), name="file-log-writer")
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.append((clap.to_json() + b"\n", done))
         self._wakeup.set()
-        await done
+        return await done
 
     async def _write_loop(self) -> None:
         while True:
@@ -56,53 +107,150 @@ class FileClapLog:
             self._wakeup.clear()
             while self._queue:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                data = b"".join(line for line, _ in batch)
                 try:
-                    await asyncio.to_thread(self._write_and_sync, b"".join(line for line, _ in batch))
+                    await asyncio.to_thread(self._write_durably, data, self._durable_bytes)
                 except Exception as error:  # disk full, I/O error: refuse these, keep serving
+                    log.error(
+                        "%s: writing %d events at byte %d failed, none acknowledged: %r",
+                        self.path, len(batch), self._durable_bytes, error,
+                    )
                     for _, done in batch:
                         if not done.done():
                             done.set_exception(error)
                     continue
+                first = self.end_offset
+                self._durable_bytes += len(data)
                 self.end_offset += len(batch)
-                for _, done in batch:
+                for index, (_, done) in enumerate(batch):
                     if not done.done():
-                        done.set_result(None)
-                async with self._appended:
-                    self._appended.notify_all()
+                        done.set_result(first + index)
+                async with self._durable_moved:
+                    self._durable_moved.notify_all()
+            if self._closed:
+                return
 
-    def _write_and_sync(self, data: bytes) -> None:
-        self._file.write(data)
-        os.fsync(self._file.fileno())
+    def _write_durably(self, data: bytes, at: int) -> None:
+        """Write ``data`` at byte ``at`` in full and fsync it, or leave the file ending at ``at``."""
+        try:
+            if self._cut_pending:
+                os.ftruncate(self._fd, at)
+                self._cut_pending = False
+            view = memoryview(data)
+            written = 0
+            while written < len(data):
+                count = os.pwrite(self._fd, view[written:], at + written)
+                if count == 0:
+                    raise OSError(errno.ENOSPC, "the clap log accepted no more bytes")
+                written += count
+            os.fsync(self._fd)
+        except BaseException:
+            # Whatever part reached the file was never acked: cut it off so the next batch does
+            # not start mid-line. If even that fails, the next write cuts first.
+            try:
+                os.ftruncate(self._fd, at)
+            except OSError:
+                self._cut_pending = True
+            raise
 
     async def read(self, from_offset: int = 0, *, follow: bool = False) -> AsyncIterator[tuple[int, ClapRecorded]]:
-        """Events from ``from_offset`` on; with ``follow``, keep waiting for new ones."""
+        """Durable events from ``from_offset`` on; with ``follow``, keep waiting for new ones."""
         offset = 0
         position = 0
-        with open(self.path, "rb") as f:
+        with open(self.path, "rb", buffering=0) as f:
             while True:
-                f.seek(position)
-                chunk = f.read(1 << 20)
-                end = chunk.rfind(b"\n") + 1
-                for line in chunk[:end].splitlines():
+                for line_at, length, line in _lines(f, position, self._durable_bytes):
                     if offset >= from_offset:
-                        yield offset, ClapRecorded.from_json(line)
+                        event = self._decode(line, offset, line_at, length)
+                        if event is not None:
+                            yield offset, event
                     offset += 1
-                position += end
-                if end:
-                    continue
-                if not follow or self._closed:
+                    position = line_at + length + 1
+                if not follow or self._drained:
                     return
-                async with self._appended:
-                    try:
-                        await asyncio.wait_for(self._appended.wait(), timeout=0.5)
-                    except TimeoutError:
-                        pass
+                async with self._durable_moved:
+                    if self._durable_bytes == position and not self._drained:
+                        await self._durable_moved.wait()
+
+    def _decode(self, line: bytes | None, offset: int, at: int, length: int) -> ClapRecorded | None:
+        try:
+            if line is None:
+                raise ValueError("longer than any clap event")
+            return ClapRecorded.from_json(line)
+        except Exception as error:
+            log.warning(
+                "%s: line at offset %d (byte %d, %d bytes) is not a clap event, skipped: %r",
+                self.path, offset, at, length, error,
+            )
+            return None
 
     async def close(self) -> None:
+        if self._closed:
+            return
         self._closed = True
-        while self._queue:
-            await asyncio.sleep(0.01)
         if self._writer is not None:
-            self._writer.cancel()
+            # The writer drains what was queued before the close, then ends.
+            self._wakeup.set()
             await asyncio.gather(self._writer, return_exceptions=True)
-        self._file.close()
+        self._drained = True
+        async with self._durable_moved:
+            self._durable_moved.notify_all()
+        os.close(self._fd)
+
+
+def _lines(f: BinaryIO, start: int, end: int) -> Iterator[tuple[int, int, bytes | None]]:
+    """(byte position, length, line) for each line in ``[start, end)``, newline excluded.
+
+    ``end`` is always just after a newline (the durable end), so every line in range is complete.
+    A line longer than a read chunk cannot be a clap event: it comes as ``None``, so it is
+    reported without holding it in memory.
+    """
+    position = start
+    while position < end:
+        f.seek(position)
+        chunk = f.read(min(READ_CHUNK, end - position))
+        last = chunk.rfind(b"\n") + 1
+        if last == 0:
+            length = _length_to_newline(f, position, end)
+            yield position, length, None
+            position += length + 1
+            continue
+        for line in chunk[: last - 1].split(b"\n"):
+            yield position, len(line), line
+            position += len(line) + 1
+
+
+def _length_to_newline(f: BinaryIO, start: int, end: int) -> int:
+    position = start
+    while position < end:
+        f.seek(position)
+        chunk = f.read(min(READ_CHUNK, end - position))
+        newline = chunk.find(b"\n")
+        if newline >= 0:
+            return position + newline - start
+        position += len(chunk)
+    return end - start
+
+
+def _after_last_newline(fd: int, size: int) -> int:
+    position = size
+    while position > 0:
+        start = max(0, position - READ_CHUNK)
+        newline = os.pread(fd, position - start, start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        position = start
+    return 0
+
+
+def _count_lines(fd: int, end: int) -> int:
+    return sum(os.pread(fd, min(READ_CHUNK, end - at), at).count(b"\n") for at in range(0, end, READ_CHUNK))
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a new file's name durable, not only its contents."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from core.ports import CountFeed
-from core.processing import CatchUp, ClapProcessor
+from core.processing import ClapCounter, LogEvent
 from embedded.file_log import FileClapLog
 from embedded.sqlite_store import SqliteCounterStore
 
 log = logging.getLogger("embedded.processor")
+
+LOG_PARTITION = 0  # the embedded log is one partition
 
 V = TypeVar("V")
 
@@ -49,26 +49,29 @@ class EmbeddedProcessor:
         *,
         window_ms: int,
         epoch: int,
-        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         max_batch: int = 20_000,
-        catch_up_lag: int = 20_000,
     ) -> None:
         self.clap_log = clap_log
         self.store = store
         self.feed = feed
         self.window_ms = window_ms
         self.epoch = epoch
-        self.clock_ms = clock_ms
         self.max_batch = max_batch
-        self.catch_up_lag = catch_up_lag
         self.applied_offset = -1
+        self.counter: ClapCounter | None = None
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
         users, tallies, self.applied_offset = self.store.load_state(self.epoch)
         tracked_users, tracked_tallies = _Tracked(users), _Tracked(tallies)
-        core = ClapProcessor(tracked_users, tracked_tallies, window_ms=self.window_ms, epoch=self.epoch)
-        catch_up = CatchUp(self.catch_up_lag)
+        counter = ClapCounter(tracked_users, tracked_tallies, epoch=self.epoch)
+        counter.assign(LOG_PARTITION, self.clap_log.end_offset, self.applied_offset + 1)
+        self.counter = counter
+        if self.applied_offset + 1 > self.clap_log.end_offset:
+            log.warning(
+                "applied offset %d is past the log's durable end %d (a data dir from before durable ends?)",
+                self.applied_offset, self.clap_log.end_offset,
+            )
         log.info("embedded processor resuming after log offset %d", self.applied_offset)
         inbox: asyncio.Queue[tuple[int, object]] = asyncio.Queue(maxsize=self.max_batch)
         reader = asyncio.create_task(self._read_log(inbox), name="log-reader")
@@ -83,21 +86,14 @@ class EmbeddedProcessor:
                 next_tick = max(next_tick, loop.time() - self.window_ms / 1000)
                 if reader.done():
                     reader.result()  # re-raise what stopped it
-                applied = self.applied_offset
-                now = self.clock_ms()
+                batch = []
                 while not inbox.empty():
                     offset, clap = inbox.get_nowait()
-                    core.apply(clap, offset, now)
-                    applied = offset
-                if applied == self.applied_offset:
+                    batch.append(LogEvent(LOG_PARTITION, offset, clap))
+                if not batch:
                     continue
-                action = catch_up.after_batch(self.clap_log.end_offset - 1 - applied)
-                if action == CatchUp.HOLD:
-                    totals = []
-                elif action == CatchUp.ANNOUNCE_ALL:
-                    totals = core.announce_all(now)
-                else:
-                    totals = core.flush(now, force=True)
+                totals = counter.step(batch)
+                applied = batch[-1].offset
                 await self.store.commit(
                     tracked_users.take_changes(), tracked_tallies.take_changes(), applied, self.epoch, totals
                 )

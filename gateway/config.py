@@ -28,6 +28,10 @@ class GatewayConfig:
     clap_burst: int = 40
     inflight_claps_per_connection: int = 8
     write_buffer_high: int = 64 * 1024
+    # The kernel's send buffer per socket. Left to autotuning it grows to 4 MiB for a reader that
+    # stops reading, before the gateway's own conflation even notices; bounded, a stalled reader
+    # costs at most this plus one frame per room, and 100,000 sockets cannot pin gigabytes.
+    socket_send_buffer: int = 64 * 1024
     keepalive_s: float = 20.0
     name: str = "gateway-1"
 
@@ -58,4 +62,6 @@ class GatewayConfig:
             claps_per_second=float(env.get("CLAPS_PER_SECOND", cls.claps_per_second)),
             clap_burst=int(env.get("CLAP_BURST", cls.clap_burst)),
             name=env.get("GATEWAY_NAME", cls.name),
+            socket_send_buffer=int(env.get("SOCKET_SEND_BUFFER", cls.socket_send_buffer)),
+            write_buffer_high=int(env.get("WRITE_BUFFER_HIGH", cls.write_buffer_high)),
         )

@@ -56,6 +56,12 @@ class Metrics:
         )
         self.updates_in = Counter("gateway_updates_received", "Totals received from the feed", registry=self.registry)
         self.frames_out = Gauge("gateway_frames_written", "Count frames written to readers", registry=self.registry)
+        self.frames_conflated = Gauge(
+            "gateway_frames_conflated", "Frames replaced by a newer one while a reader's socket was full", registry=self.registry
+        )
+        self.backlogged_readers = Gauge(
+            "gateway_backlogged_readers", "Readers whose socket is full, holding at most one frame per room", registry=self.registry
+        )
         self.refused_connections = Counter(
             "gateway_connections_refused", "Connections refused at capacity", registry=self.registry
         )
@@ -183,6 +189,8 @@ class Gateway:
             self.metrics.connections.set(len(self.readers))
             self.metrics.rooms.set(len(self.rooms.rooms))
             self.metrics.frames_out.set(self.rooms.frames_written)
+            self.metrics.frames_conflated.set(self.rooms.frames_conflated)
+            self.metrics.backlogged_readers.set(len(self.rooms._backlogged))
             self.metrics.room_rate.clear()
             for room in self.rooms.large_rooms():
                 self.metrics.room_rate.labels(room.article).set(room.cadence.updates_per_second or 0.0)
@@ -245,7 +253,7 @@ class Gateway:
         connection.request = Request("/ws", Headers())
         connection.response = None
         reader = Reader(connection.transport)
-        _enable_tcp_keepalive(connection.transport.get_extra_info("socket"))
+        _tune_socket(connection.transport.get_extra_info("socket"), self.config.socket_send_buffer)
         # Most readers never clap: the clapping state is made on the first clap, which keeps an
         # idle connection small (capacity is counted in idle connections).
         bucket: TokenBucket | None = None
@@ -327,10 +335,12 @@ class Gateway:
             pass
 
 
-def _enable_tcp_keepalive(sock: socket.socket | None) -> None:
-    """Let the kernel find peers that vanished without a FIN, at no cost per connection here."""
+def _tune_socket(sock: socket.socket | None, send_buffer: int) -> None:
+    """Bound the kernel's send buffer (see ``GatewayConfig.socket_send_buffer``) and let the
+    kernel find peers that vanished without a FIN, at no cost per connection here."""
     if sock is None:
         return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     if hasattr(socket, "TCP_KEEPIDLE"):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)

@@ -4,16 +4,17 @@ Delivery is at-least-once, made safe by ``core.ledger``: every state record reme
 highest offset it absorbed, so events re-read after a crash count once. Faust's exactly_once
 mode is not used (it has open duplicate bugs upstream) and is not needed.
 
-Events are taken in batches (``take_events``) and each batch is applied through the pure core;
-all of a batch's totals are sent before Faust acks its events, and Faust flushes its producer
-before it commits offsets, so an announced total is never older than the committed offsets.
+Events are taken in batches (``take_events``) and each batch goes through one pure step
+(``core.processing.ClapCounter``); the batch's state writes and totals are acknowledged by Kafka
+before Faust acks its events, so committed offsets never run ahead of durable state. A total's
+position is derived from the log (see ``core.messages.CountChanged``), so a replay after any
+crash announces the same totals at the same positions.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Generic, TypeVar
 
@@ -21,17 +22,13 @@ import faust
 
 from core.ledger import ArticleTally, UserClaps
 from core.messages import ClapRecorded
-from core.partitioning import partition_for_key
-from core.processing import CatchUp, ClapProcessor
+from core.partitioning import article_partitioner
+from core.processing import ClapCounter, LogEvent
 from processor.config import ProcessorConfig
 
 log = logging.getLogger("processor")
 
 T = TypeVar("T")
-
-
-def article_partitioner(key: bytes, all_partitions: list[int], available: list[int]) -> int:
-    return all_partitions[partition_for_key(key, len(all_partitions))]
 
 
 class BatchedTable(MutableMapping[str, T], Generic[T]):
@@ -99,54 +96,42 @@ counts_topic = app.topic(config.counts_topic, key_serializer="raw", value_serial
 # use_partitioner: table keys are routed by ``article_partitioner``, which sends "article:user"
 # to the article's own partition, so every table stays co-partitioned with the clap topic.
 # key_type=bytes keeps keys raw on the changelog (a JSON-quoted key would hash differently).
-users_table = app.Table("user-claps", partitions=config.partitions, key_type=bytes, use_partitioner=True)
-tallies_table = app.Table("article-tallies", partitions=config.partitions, key_type=bytes, use_partitioner=True)
+# Changelogs are as durable as the clap log they summarise (same replication, same min ISR).
+CHANGELOG_CONFIGS = {"min.insync.replicas": str(config.min_insync_replicas)}
+users_table = app.Table(
+    "user-claps", partitions=config.partitions, key_type=bytes, use_partitioner=True, extra_topic_configs=CHANGELOG_CONFIGS
+)
+tallies_table = app.Table(
+    "article-tallies", partitions=config.partitions, key_type=bytes, use_partitioner=True, extra_topic_configs=CHANGELOG_CONFIGS
+)
 
 users = BatchedTable(users_table, UserClaps.from_dict, UserClaps.to_dict)
 tallies = BatchedTable(tallies_table, ArticleTally.from_dict, ArticleTally.to_dict)
-core = ClapProcessor(
-    users,
-    tallies,
-    window_ms=config.window_ms,
-    epoch=config.epoch,
-)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-catch_up = CatchUp(config.catch_up_lag)
-
-
-# The newest offset applied per clap partition this worker owns; forgotten on revocation, so
-# a partition handed back later is measured afresh.
-applied_offsets: dict[Any, int] = {}
+counter = ClapCounter(users, tallies, epoch=config.epoch)
 
 
 @app.on_partitions_revoked.connect
-async def forget_revoked(sender: Any, revoked: set, **kwargs: Any) -> None:
+async def release_revoked(sender: Any, revoked: set, **kwargs: Any) -> None:
     for tp in revoked:
-        applied_offsets.pop(tp, None)
+        if tp.topic == config.clap_topic:
+            counter.revoke(tp.partition)
 
 
-async def remaining_lag() -> int | None:
-    """Events still to read in the worst of this worker's clap partitions, None if unknown."""
-    worst = 0
-    for tp in app.consumer.assignment():
-        if tp.topic != config.clap_topic:
-            continue
-        end = app.consumer.highwater(tp)
-        if end is None or end < 0:
-            return None  # not fetched from yet
-        done = applied_offsets.get(tp)
-        if done is None:
-            position = await app.consumer.position(tp)
-            if position is None:
-                return None
-            done = position - 1
-        worst = max(worst, end - 1 - done)
-    return worst
+@app.on_partitions_assigned.connect
+async def hold_until_caught_up(sender: Any, assigned: set, **kwargs: Any) -> None:
+    """Hold each newly owned clap partition's totals until the log is read to its end now."""
+    mine = [tp for tp in assigned if tp.topic == config.clap_topic and not counter.is_live(tp.partition)]
+    if not mine:
+        return
+    ends = await app.consumer.highwaters(*mine)
+    behind = {}
+    for tp in mine:
+        next_offset = await app.consumer.position(tp) or 0
+        counter.assign(tp.partition, ends[tp], next_offset)
+        if next_offset < ends[tp]:
+            behind[tp.partition] = (next_offset, ends[tp])
+    if behind:
+        log.info("catching up on partitions (next offset, end offset): %s", behind)
 
 
 async def wait_for_topic_metadata() -> None:
@@ -193,25 +178,36 @@ async def count_claps(stream: faust.StreamT) -> None:
 
 async def _count(stream: faust.StreamT) -> None:
     async for events in stream.take_events(config.max_batch, within=config.batch_wait_s):
-        now = now_ms()
-        for event in events:
-            try:
-                clap = ClapRecorded.from_json(event.value)
-            except (ValueError, KeyError, TypeError):
-                log.warning("skipping malformed clap at %s[%d]@%d", event.message.topic, event.message.partition, event.message.offset)
-                continue
-            core.apply(clap, event.message.offset, now)
-            applied_offsets[event.message.tp] = event.message.offset
-        action = catch_up.after_batch(await remaining_lag(), batch_was_full=len(events) >= config.max_batch)
-        if action == CatchUp.ANNOUNCE_ALL:
-            log.info("caught up with the clap log: announcing every total at epoch %d", config.epoch)
-            updates = core.announce_all(now_ms())
-        elif action == CatchUp.FLUSH:
-            updates = core.flush(now_ms(), force=True)
-        else:
-            updates = []
-        # State first, then totals, all before Faust acks this batch (see the module docstring).
+        batch = [LogEvent(event.message.partition, event.message.offset, _parse(event)) for event in events]
+        was_catching_up = bool(counter.catching_up)
+        updates = counter.step(batch)
+        if was_catching_up and not counter.catching_up:
+            log.info("caught up with the clap log at epoch %d", config.epoch)
         users.write_back()
         tallies.write_back()
         for update in updates:
             await counts_topic.send(key=update.article.encode(), value=update.to_json())
+        await flush_all_sends()
+
+
+async def flush_all_sends() -> None:
+    """Return once every changelog write and total of this batch is acknowledged by Kafka.
+
+    Faust acks a batch's events when the agent asks for the next batch, and may commit their
+    offsets from then on. Its own flush before a commit gives up after 100 ms with writes still
+    buffered, which would commit offsets past state that was never written. Waiting here, once
+    per batch, makes "state durable" come before "offsets committable".
+    """
+    buffer = app.producer.buffer
+    while buffer.size:
+        await buffer.flush()
+    await app.producer.flush()
+
+
+def _parse(event: Any) -> ClapRecorded | None:
+    try:
+        return ClapRecorded.from_json(event.value)
+    except (ValueError, KeyError, TypeError):
+        message = event.message
+        log.warning("skipping malformed clap at %s[%d]@%d", message.topic, message.partition, message.offset)
+        return None

@@ -19,7 +19,6 @@ class ProcessorConfig:
     batch_wait_ms: int | None = None
     max_batch: int = 10_000
     epoch: int = 1
-    catch_up_lag: int = 20_000
     app_prefix: str = "clap-processor"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
@@ -28,6 +27,11 @@ class ProcessorConfig:
     def batch_wait_s(self) -> float:
         wait_ms = self.batch_wait_ms if self.batch_wait_ms is not None else self.window_ms * 0.9
         return max(wait_ms, 1) / 1000
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """Every topic of the service: an acked write survives the loss of any one broker."""
+        return min(2, self.replication_factor)
 
     @property
     def app_id(self) -> str:
@@ -47,7 +51,6 @@ class ProcessorConfig:
             batch_wait_ms=int(env["PROCESSOR_BATCH_WAIT_MS"]) if "PROCESSOR_BATCH_WAIT_MS" in env else None,
             max_batch=int(env.get("PROCESSOR_MAX_BATCH", cls.max_batch)),
             epoch=int(env.get("CLAP_EPOCH", cls.epoch)),
-            catch_up_lag=int(env.get("PROCESSOR_CATCH_UP_LAG", cls.catch_up_lag)),
             app_prefix=env.get("PROCESSOR_APP_PREFIX", cls.app_prefix),
             web_host=env.get("PROCESSOR_WEB_HOST", cls.web_host),
             web_port=int(env.get("PROCESSOR_WEB_PORT", cls.web_port)),

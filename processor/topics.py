@@ -20,7 +20,7 @@ log = logging.getLogger("processor.topics")
 
 
 async def ensure_topics(config: ProcessorConfig) -> None:
-    min_isr = str(min(2, config.replication_factor))
+    min_isr = str(config.min_insync_replicas)
     admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka_bootstrap)
     await admin.start()
     try:

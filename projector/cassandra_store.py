@@ -57,6 +57,13 @@ class CassandraCounterStore:
             f"INSERT INTO {self.keyspace}.article_totals (article, total, seq, epoch, delta, at_ms) "
             "VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
         )
+        session.execute(
+            f"""CREATE TABLE IF NOT EXISTS {self.keyspace}.user_totals (
+                article text, user text, total int, PRIMARY KEY ((article), user))"""
+        )
+        self._insert_user = session.prepare(
+            f"INSERT INTO {self.keyspace}.user_totals (article, user, total) VALUES (?, ?, ?) USING TIMESTAMP ?"
+        )
         self._select = session.prepare(
             f"SELECT article, total, delta, seq, epoch, at_ms FROM {self.keyspace}.article_totals WHERE article = ?"
         )
@@ -73,6 +80,19 @@ class CassandraCounterStore:
                 )
             )
             for t in totals
+        ]
+        await asyncio.gather(*futures)
+
+    async def write_user_totals(self, rows) -> None:
+        """Each reader's counted claps on an article, at ``USING TIMESTAMP`` of its log position."""
+        assert self._session is not None
+        futures = [
+            _to_asyncio(
+                self._session.execute_async(
+                    self._insert_user, (r.article, r.user, r.total, write_timestamp(r.epoch, r.offset + 1))
+                )
+            )
+            for r in rows
         ]
         await asyncio.gather(*futures)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 
@@ -15,6 +16,18 @@ class ProjectorConfig:
     cassandra_keyspace: str = "claps"
     replication_factor: int = 1
     max_batch: int = 5000
+    # The processor's app prefix: its per-user changelogs (one per epoch) carry each reader's
+    # counted claps, which the projector stores for the join answer's "mine".
+    processor_app_prefix: str = "clap-processor"
+
+    @property
+    def user_changelog_pattern(self) -> str:
+        """Every epoch's per-user changelog; group 1 of a match is the epoch."""
+        return rf"^{re.escape(self.processor_app_prefix)}-e(\d+)-user-claps-changelog$"
+
+    @property
+    def subscription_pattern(self) -> str:
+        return rf"^{re.escape(self.counts_topic)}$|{self.user_changelog_pattern}"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ProjectorConfig:
@@ -27,4 +40,5 @@ class ProjectorConfig:
             cassandra_port=int(env.get("CASSANDRA_PORT", cls.cassandra_port)),
             cassandra_keyspace=env.get("CASSANDRA_KEYSPACE", cls.cassandra_keyspace),
             replication_factor=int(env.get("CASSANDRA_RF", cls.replication_factor)),
+            processor_app_prefix=env.get("PROCESSOR_APP_PREFIX", cls.processor_app_prefix),
         )

@@ -1,65 +1,133 @@
-"""Consume numbered totals, keep the newest per article in each batch, write them, then commit.
+"""Consume totals and per-user counts, keep the newest of each in a batch, write, then commit.
 
-At-least-once: offsets are committed only after Cassandra acknowledged the rows, and since a
-row is an absolute total at a position, writing it again after a crash changes nothing.
+Two kinds of records reach the projector through one pattern subscription:
+- the fan-out topic's numbered totals, stored as each article's row;
+- the processor's per-user changelog (one topic per epoch), stored as each reader's counted claps
+  on an article (the join answer's ``mine``). Reading Faust's changelog rather than a topic of
+  our own costs the processor nothing extra per clap: it writes that record anyway.
+
+At-least-once: offsets are committed only after Cassandra acknowledged the rows, and since every
+row is an absolute value at a log position (``USING TIMESTAMP``), writing it again after a crash
+changes nothing.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
+import orjson
 from aiokafka import AIOKafkaConsumer
+from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+from cassandra.cluster import NoHostAvailable
 
+from core.ledger import UserClaps
 from core.messages import CountChanged, newest_per_article
 from core.ports import CounterStore
+from core.processing import split_user_key
 from projector.config import ProjectorConfig
 
 log = logging.getLogger("projector")
 
+# Failures that a later attempt can get past (a node down, a timeout). Anything else (a schema
+# error, a bug) propagates: the process exits non-zero without committing, loudly.
+TRANSIENT = (Unavailable, WriteTimeout, ReadTimeout, OperationTimedOut, NoHostAvailable, ConnectionError, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class UserTotal:
+    """A reader's counted claps on an article, as of log ``offset`` at ``epoch``."""
+
+    article: str
+    user: str
+    total: int
+    epoch: int
+    offset: int
+
+    def position(self) -> tuple[int, int]:
+        return (self.epoch, self.offset)
+
+
+class ProjectionStore(CounterStore, Protocol):
+    async def write_user_totals(self, rows: Sequence[UserTotal]) -> None: ...
+
+
+def user_total_from_changelog(key: bytes, value: bytes, epoch: int) -> UserTotal:
+    article, user = split_user_key(key.decode())
+    record = UserClaps.from_dict(orjson.loads(value))
+    return UserTotal(article, user, record.total, epoch, record.offset)
+
+
+def newest_per_user(rows: list[UserTotal]) -> list[UserTotal]:
+    newest: dict[tuple[str, str], UserTotal] = {}
+    for row in rows:
+        held = newest.get((row.article, row.user))
+        if held is None or row.position() > held.position():
+            newest[(row.article, row.user)] = row
+    return list(newest.values())
+
 
 class Projector:
-    def __init__(self, config: ProjectorConfig, store: CounterStore) -> None:
+    def __init__(self, config: ProjectorConfig, store: ProjectionStore) -> None:
         self.config = config
         self.store = store
         self.written = 0
+        self._changelog = re.compile(config.user_changelog_pattern)
 
     async def run(self, *, stop: asyncio.Event | None = None) -> None:
         consumer = AIOKafkaConsumer(
-            self.config.counts_topic,
             bootstrap_servers=self.config.kafka_bootstrap,
             group_id=self.config.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=50,
+            # A rebuild's new changelog is found within this, without a restart.
+            metadata_max_age_ms=10_000,
         )
         await consumer.start()
-        log.info("projector consuming %s as group %s", self.config.counts_topic, self.config.group_id)
+        consumer.subscribe(pattern=self.config.subscription_pattern)
+        log.info("projector consuming %s as group %s", self.config.subscription_pattern, self.config.group_id)
         try:
             while stop is None or not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.config.max_batch)
-                updates = []
-                for records in batches.values():
-                    for record in records:
-                        try:
-                            updates.append(CountChanged.from_json(record.value))
-                        except (ValueError, KeyError, TypeError):
-                            log.warning("skipping malformed count at %s:%d", record.topic, record.offset)
                 if not batches:
                     continue
-                rows = newest_per_article(updates)
-                await self._write_with_retry(rows)
+                totals, users = self._decode(batches)
+                rows = newest_per_article(totals)
+                await self._write_with_retry(self.store.write, rows)
+                await self._write_with_retry(self.store.write_user_totals, newest_per_user(users))
                 await consumer.commit()
                 self.written += len(rows)
         finally:
             await consumer.stop()
 
-    async def _write_with_retry(self, rows: list[CountChanged]) -> None:
+    def _decode(self, batches) -> tuple[list[CountChanged], list[UserTotal]]:
+        totals: list[CountChanged] = []
+        users: list[UserTotal] = []
+        for tp, records in batches.items():
+            changelog = self._changelog.match(tp.topic)
+            for record in records:
+                try:
+                    if changelog is None:
+                        totals.append(CountChanged.from_json(record.value))
+                    elif record.value is not None:  # a tombstone: the processor dropped a key
+                        users.append(user_total_from_changelog(record.key, record.value, int(changelog.group(1))))
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    log.warning("skipping malformed record at %s[%d]@%d", record.topic, record.partition, record.offset)
+        return totals, users
+
+    async def _write_with_retry(self, write, rows) -> None:
+        if not rows:
+            return
         delay = 0.1
         while True:
             try:
-                await self.store.write(rows)
+                await write(rows)
                 return
-            except Exception as error:  # Cassandra unavailable: hold the batch, never skip it
-                log.warning("writing %d totals failed (%r); retrying in %.1fs", len(rows), error, delay)
+            except TRANSIENT as error:  # Cassandra unavailable: hold the batch, never skip it
+                log.warning("writing %d rows failed (%r); retrying in %.1fs", len(rows), error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

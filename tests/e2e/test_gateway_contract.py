@@ -12,6 +12,7 @@ import urllib.request
 import orjson
 import pytest
 
+from tests.e2e.conftest import EmbeddedService
 from tests.support.clients import Reader, http_json, new_token, wait_all
 
 
@@ -66,10 +67,15 @@ async def test_a_connection_may_join_a_bounded_number_of_rooms(embedded):
     await client.close()
 
 
-def _raw_websocket(port: int, article: str) -> socket.socket:
-    """A client that joins and then never reads: the slowest reader there is."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+def _raw_websocket(port: int, articles: list[str]) -> socket.socket:
+    """A client that joins and then never reads: the slowest reader there is.
+
+    Its receive buffer is made small before it connects, so the gateway's kernel buffer and then
+    its own write buffer fill within seconds instead of megabytes.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -79,31 +85,55 @@ def _raw_websocket(port: int, article: str) -> socket.socket:
     while b"\r\n\r\n" not in response:
         response += sock.recv(1)
     assert b" 101 " in response.split(b"\r\n")[0]
-    payload = orjson.dumps({"type": "join", "article": article})
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    sock.sendall(struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + masked)
+    for article in articles:
+        payload = orjson.dumps({"type": "join", "article": article})
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        sock.sendall(struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + masked)
     return sock
 
 
-async def test_readers_that_never_read_do_not_slow_down_the_others(embedded):
-    stalled = [_raw_websocket(embedded.port, "slow-readers") for _ in range(20)]
+def metric(base_url: str, name: str) -> float:
+    with urllib.request.urlopen(f"{base_url}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+async def test_readers_that_never_read_do_not_slow_down_the_others(tmp_path, log_dir):
+    # 16 rooms each (the most a connection may join), every room announced ~10 times a second:
+    # the stalled sockets' buffers fill and the gateway holds one frame per room for each.
+    # Small buffers (the same code path as the 64 KiB defaults) so they fill within a second.
+    embedded = EmbeddedService(tmp_path / "data", log_dir, "slow-readers")
+    embedded.start(SOCKET_SEND_BUFFER="4096", WRITE_BUFFER_HIGH="8192")
+    rooms = [f"slow-readers-{n}" for n in range(16)]
+    stalled = [_raw_websocket(embedded.port, rooms) for _ in range(20)]
     fast = [await Reader.open(embedded.ws_url) for _ in range(5)]
     for reader in fast:
-        await reader.join("slow-readers")
-    clappers = [await Reader.open(embedded.ws_url, new_token(embedded.base_url)) for _ in range(40)]
-    for round_no in range(10):
-        for index, clapper in enumerate(clappers):
-            await clapper.clap("slow-readers", 5, f"r{round_no}-{index}")
+        for room in rooms:
+            await reader.join(room)
+    clappers = [await Reader.open(embedded.ws_url, new_token(embedded.base_url)) for _ in range(len(rooms))]
+    rounds = 50  # one clap per room per round, 50 rounds: each room ends at exactly 50
+    for round_no in range(rounds):
+        for clapper, room in zip(clappers, rooms):
+            await clapper.clap(room, 1, f"r{round_no}")
         await asyncio.sleep(0.12)
-    expected = 40 * 50
-    assert await wait_all(fast, lambda r: r.totals.get("slow-readers") == expected, 20)
-    assert all(r.counts_received >= 5 for r in fast)
-    assert http_json(f"{embedded.base_url}/healthz")["connections"] >= 65
+        if round_no % 10 == 9:
+            # Every stalled reader is backlogged now, and stays so: its memory is bounded by
+            # one frame per room, however long this goes on.
+            assert metric(embedded.base_url, "gateway_backlogged_readers") == len(stalled)
+    assert metric(embedded.base_url, "gateway_frames_conflated") > 0
+    assert await wait_all(fast, lambda r: all(r.totals.get(room) == rounds for room in rooms), 20)
+    # The fast readers saw the count move all along (an update per window, not one at the end).
+    assert all(r.counts_received >= len(rooms) * rounds // 4 for r in fast)
+    assert all(r.out_of_order == 0 for r in fast)
+    assert http_json(f"{embedded.base_url}/healthz")["connections"] == len(stalled) + len(fast) + len(clappers)
     for sock in stalled:
         sock.close()
     for client in fast + clappers:
         await client.close()
+    embedded.stop()
 
 
 def test_a_full_gateway_is_not_ready_and_refuses_websockets_clearly(tmp_path, log_dir):

@@ -41,7 +41,7 @@ class ClapDriver:
         for round_no in range(rounds):
             for index, clapper in enumerate(self.clappers):
                 clap_id = f"r{round_no}-u{index}"
-                count = 1 + (round_no + index) % 4
+                count = 1  # one clap per message: every message moves the total until the cap
                 self.sent[clap_id] = (index, count)
                 await clapper.clap(self.article, count, clap_id)
             await asyncio.sleep(pause_s)
@@ -54,6 +54,12 @@ class ClapDriver:
                 for cid, (i, _) in self.sent.items() if i == index
             )
         await asyncio.gather(*(c.wait_for(answered(i), timeout_s) for i, c in enumerate(self.clappers)))
+
+    def planned_total(self) -> int:
+        per_user = [0] * len(self.clappers)
+        for index, count in self.sent.values():
+            per_user[index] += count
+        return sum(min(total, 50) for total in per_user)
 
     def acked_total(self) -> int:
         per_user = [0] * len(self.clappers)
@@ -101,20 +107,51 @@ async def test_a_second_gateway_serves_the_same_rooms_and_scales_back_down(scale
     await driver.close()
 
 
+class RowWatcher:
+    """Polls an article's Cassandra row while a test runs and records every (seq, total) seen."""
+
+    def __init__(self, keyspace: str, article: str) -> None:
+        self.keyspace, self.article = keyspace, article
+        self.seen: list[tuple[int, int]] = []
+        self._task = asyncio.create_task(self._poll())
+
+    async def _poll(self) -> None:
+        while True:
+            row = await asyncio.to_thread(cassandra_total, self.keyspace, self.article)
+            if row is not None and (not self.seen or self.seen[-1] != (row[1], row[0])):
+                self.seen.append((row[1], row[0]))
+            await asyncio.sleep(0.2)
+
+    async def stop(self) -> list[tuple[int, int]]:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        return self.seen
+
+
 async def clap_through(pipeline, name: str, disrupt, *, rounds: int, pause_s: float, timeout_s: float) -> int:
     """Clap steadily on a fresh article while ``disrupt()`` changes the deployment; then check
-    that readers and Cassandra converge on exactly what was acknowledged. Returns that total."""
+    that every clap was acked (Kafka is never disrupted here), that readers and Cassandra
+    converge on exactly the planned total, and that neither ever went back. Returns the total."""
     article = f"{name}-{uuid.uuid4().hex[:6]}"
     readers = await Reader.open_joined(pipeline.ws_url, article, 10)
     driver = await ClapDriver.open(pipeline.base_url, pipeline.ws_url, article, users=12)
+    rows = RowWatcher(pipeline.keyspace, article)
     clapping = asyncio.create_task(driver.run(rounds=rounds, pause_s=pause_s))
     await asyncio.sleep(2)
     await disrupt()
     await clapping
     await driver.settle(30)
-    await converge(readers, article, driver.acked_total(), pipeline.keyspace, timeout_s=timeout_s)
+    assert [e for c in driver.clappers for e in c.errors] == []
+    assert set().union(*(c.acks for c in driver.clappers)) == set(driver.sent)
+    planned = driver.planned_total()
+    assert driver.acked_total() == planned
+    await converge(readers, article, planned, pipeline.keyspace, timeout_s=timeout_s)
+    assert all(r.drops == 0 for r in readers)
     rest = http_json(f"{pipeline.base_url}/api/articles/{article}/claps")
-    assert rest["total"] == driver.acked_total()
+    assert rest["total"] == planned
+    history = await rows.stop()
+    assert history == sorted(history), f"the Cassandra row went back: {history}"
+    assert [t for _, t in history] == sorted(t for _, t in history)
     for reader in readers:
         await reader.close()
     await driver.close()
@@ -133,7 +170,7 @@ async def test_processor_workers_scale_up_and_down_under_load_without_losing_a_c
         pipeline.processor.stop()  # back to one worker, mid-stream
         pipeline.processor = worker_2
 
-    assert await clap_through(pipeline, "rebalance", scale_up_then_down, rounds=40, pause_s=0.25, timeout_s=90) > 0
+    assert await clap_through(pipeline, "rebalance", scale_up_then_down, rounds=40, pause_s=0.25, timeout_s=90) == 12 * 40
 
 
 async def test_kill_9_of_the_processor_and_the_projector_loses_nothing(scaled, log_dir):
@@ -146,4 +183,22 @@ async def test_kill_9_of_the_processor_and_the_projector_loses_nothing(scaled, l
         pipeline.processor = start_processor(pipeline, "scale-processor-3", log_dir)
         pipeline.projector = ServiceProcess("scale-projector-2", ["-m", "projector"], pipeline.env, log_dir)
 
-    assert await clap_through(pipeline, "crash", crash_and_restart, rounds=30, pause_s=0.2, timeout_s=120) > 0
+    assert await clap_through(pipeline, "crash", crash_and_restart, rounds=30, pause_s=0.2, timeout_s=120) == 12 * 30
+
+
+async def test_only_the_owner_announces_while_workers_with_standbys_rebalance(scaled, log_dir):
+    """Three rebalances under load with standby replicas: a worker holding a standby copy or a
+    revoked partition never announces or stores a stale total (readers and the row never go back)."""
+    pipeline, extra = scaled
+    standby = {"PROCESSOR_STANDBY_REPLICAS": "1"}
+
+    async def rebalance_three_times():
+        second = start_processor(pipeline, "owner-processor-2", log_dir, **standby)
+        extra.append(second)
+        await asyncio.to_thread(second.wait_for_log, "Ready", 90)
+        third = start_processor(pipeline, "owner-processor-3", log_dir, **standby)
+        extra.append(third)
+        await asyncio.to_thread(third.wait_for_log, "Ready", 90)
+        second.stop()
+
+    assert await clap_through(pipeline, "owner", rebalance_three_times, rounds=48, pause_s=0.25, timeout_s=120) == 12 * 48

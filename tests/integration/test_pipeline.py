@@ -83,3 +83,32 @@ async def test_clapping_needs_a_verified_identity(pipeline):
         assert client.errors[0]["code"] == "unauthenticated"
         assert not client.acks
         await client.close()
+
+
+def cassandra_user_totals(keyspace: str, article: str) -> dict[str, int]:
+    from cassandra.cluster import Cluster
+
+    cluster = Cluster(["127.0.0.1"], port=9042)
+    try:
+        rows = cluster.connect().execute(f"SELECT user, total FROM {keyspace}.user_totals WHERE article = %s", (article,))
+        return {row.user: row.total for row in rows}
+    finally:
+        cluster.shutdown()
+
+
+async def test_each_readers_counted_claps_are_stored_for_their_mine(pipeline):
+    article = f"mine-{uuid.uuid4().hex[:6]}"
+    tokens = [new_token(pipeline.base_url) for _ in range(3)]
+    clappers = [await Reader.open(pipeline.ws_url, token) for token in tokens]
+    plans = [[7], [30, 30], [5, 5]]  # the second user passes the cap; the third retries an id below
+    for index, (clapper, plan) in enumerate(zip(clappers, plans)):
+        for batch_no, count in enumerate(plan):
+            await clapper.clap(article, count, f"m{index}-{batch_no}")
+    await clappers[2].clap(article, 5, "m2-0")
+    assert await wait_all(clappers, lambda r: len(r.acks) >= 1, 20)
+    expected = {tokens[0].split(".")[0]: 7, tokens[1].split(".")[0]: 50, tokens[2].split(".")[0]: 10}
+    assert await wait_until(lambda: cassandra_user_totals(pipeline.keyspace, article) == expected, 30), (
+        cassandra_user_totals(pipeline.keyspace, article)
+    )
+    for client in clappers:
+        await client.close()

@@ -92,5 +92,5 @@ def test_any_crash_and_replay_pattern_ends_at_the_once_only_result(events, data)
 def test_records_round_trip_through_dicts():
     user = UserClaps(3, 9, (("a", 9, 3),))
     assert UserClaps.from_dict(user.to_dict()) == user
-    tally = ArticleTally(5, 9, 2)
+    tally = ArticleTally(5, 9)
     assert ArticleTally.from_dict(tally.to_dict()) == tally

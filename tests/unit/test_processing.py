@@ -1,0 +1,201 @@
+"""The processor's one step (core.processing): positions from the log, catch-up, ownership."""
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.ledger import MAX_CLAPS_PER_USER, ArticleTally, UserClaps
+from core.messages import ClapRecorded, CountChanged, is_newer
+from core.processing import ClapCounter, LogEvent, user_key
+
+
+def clap(article="a", user="u", count=1, clap_id="c", at_ms=0):
+    return ClapRecorded(article, user, count, clap_id, at_ms)
+
+
+def live_counter(*partitions, epoch=1):
+    users: dict[str, UserClaps] = {}
+    articles: dict[str, ArticleTally] = {}
+    counter = ClapCounter(users, articles, epoch=epoch)
+    for partition in partitions or (0,):
+        counter.assign(partition, 0)  # an empty log: live from the first event
+    return counter, users, articles
+
+
+def test_one_total_per_touched_article_at_the_offset_of_its_newest_event():
+    counter, _, _ = live_counter()
+    updates = counter.step([
+        LogEvent(0, 0, clap(user="u1", clap_id="1", count=2, at_ms=7)),
+        LogEvent(0, 1, clap(article="b", user="u1", clap_id="3", at_ms=8)),
+        LogEvent(0, 2, clap(user="u2", clap_id="2", count=3, at_ms=9)),
+    ])
+    assert sorted(updates, key=lambda u: u.article) == [
+        CountChanged("a", 5, 5, 3, 1, 9),
+        CountChanged("b", 1, 1, 2, 1, 8),
+    ]
+
+
+def test_capped_or_duplicate_claps_announce_nothing():
+    counter, users, _ = live_counter()
+    assert counter.step([LogEvent(0, 0, clap(count=50, clap_id="a"))])[0].total == 50
+    assert counter.step([
+        LogEvent(0, 1, clap(count=1, clap_id="b")),  # over the cap
+        LogEvent(0, 2, clap(count=50, clap_id="a")),  # a retry of a counted batch
+    ]) == []
+    assert users[user_key("a", "u")].total == MAX_CLAPS_PER_USER
+
+
+def test_a_replayed_event_is_announced_again_at_the_same_position():
+    counter, _, _ = live_counter()
+    [first] = counter.step([LogEvent(0, 4, clap(count=2))])
+    [again] = counter.step([LogEvent(0, 4, clap(count=2))])  # re-read after a crash
+    assert (again.total, again.seq, again.delta) == (first.total, first.seq, 0)
+
+
+def test_malformed_records_advance_the_partition_and_count_nothing():
+    counter, _, _ = live_counter()
+    counter.assign(0, 3)
+    assert counter.step([LogEvent(0, 0, clap()), LogEvent(0, 1, None)]) == []
+    [update] = counter.step([LogEvent(0, 2, None)])
+    assert (update.total, update.seq) == (1, 1)
+
+
+def test_a_partition_catching_up_announces_nothing_until_it_reaches_the_end_taken_at_assignment():
+    # A rebuild at default settings with a log far smaller than any lag threshold: 30 events.
+    counter, _, _ = live_counter(epoch=2)
+    counter.assign(0, 30)
+    log = [LogEvent(0, i, clap(article=f"a{i % 3}", user=f"u{i}", clap_id=str(i))) for i in range(30)]
+    assert counter.step(log[:10]) == []
+    assert counter.step(log[10:29]) == []
+    assert counter.catching_up == {0: 30}
+    final = {u.article: (u.total, u.seq, u.epoch, u.delta) for u in counter.step(log[29:])}
+    assert final == {"a0": (10, 28, 2, 10), "a1": (10, 29, 2, 10), "a2": (10, 30, 2, 10)}
+    assert counter.catching_up == {}
+
+
+def test_a_partition_nobody_assigned_is_held():
+    users: dict = {}
+    counter = ClapCounter(users, {}, epoch=1)
+    assert counter.step([LogEvent(5, 0, clap())]) == []
+    counter.assign(5, 1)
+    assert counter.step([LogEvent(5, 0, clap())])[0].total == 1  # released by the replay
+
+
+def test_partitions_catch_up_independently():
+    counter, _, _ = live_counter(0)
+    counter.assign(1, 100)
+    updates = counter.step([LogEvent(0, 0, clap(article="live")), LogEvent(1, 0, clap(article="held"))])
+    assert [u.article for u in updates] == ["live"]
+
+
+def test_revoking_a_partition_forgets_what_it_held():
+    counter, _, _ = live_counter()
+    counter.assign(0, 10)
+    counter.step([LogEvent(0, 0, clap())])
+    counter.revoke(0)
+    counter.assign(0, 1)
+    # The event is in the state already: it is announced again, but its delta went with the revoke.
+    [update] = counter.step([LogEvent(0, 0, clap())])
+    assert (update.total, update.seq, update.delta) == (1, 1, 0)
+
+
+# -- the property: positions a crash cannot change ----------------------------------------------
+
+ARTICLES = ["a", "b", "c"]
+
+
+@st.composite
+def logs(draw):
+    """Events over two partitions (articles a, b in 0; c in 1), a few users near the cap."""
+    size = draw(st.integers(1, 60))
+    events, offsets = [], {0: 0, 1: 0}
+    for i in range(size):
+        article = draw(st.sampled_from(ARTICLES))
+        partition = 1 if article == "c" else 0
+        user = draw(st.sampled_from(["u1", "u2", "u3"]))
+        count = draw(st.integers(1, 30))
+        clap_id = draw(st.sampled_from([f"id{i}", "retried"]))  # some ids repeat: client retries
+        events.append(LogEvent(partition, offsets[partition], clap(article, user, count, clap_id, at_ms=i)))
+        offsets[partition] += 1
+    return events
+
+
+def expected_totals(events):
+    """A plain recount: every event once, in log order, cap and idempotency applied."""
+    counter, _, articles = live_counter(0, 1)
+    counter.step(events)
+    return {a: t.total for a, t in articles.items()}
+
+
+class Persistent:
+    """State that survives a crash, written key by key (a crash can stop a write-back midway)."""
+
+    def __init__(self):
+        self.users: dict[str, UserClaps] = {}
+        self.articles: dict[str, ArticleTally] = {}
+
+    def write_back(self, users, articles, stop_after: int | None):
+        writes = [(self.users, k, v) for k, v in users.items() if self.users.get(k) != v]
+        writes += [(self.articles, k, v) for k, v in articles.items() if self.articles.get(k) != v]
+        for n, (table, key, value) in enumerate(writes):
+            if stop_after is not None and n >= stop_after:
+                return False
+            table[key] = value
+        return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(logs(), st.data())
+def test_every_position_carries_one_total_and_totals_never_fall_whatever_the_crashes(events, data):
+    disk = Persistent()
+    committed = {0: -1, 1: -1}  # offsets a worker resumes after
+    announced: dict[tuple[str, int], int] = {}  # (article, seq) -> total
+    ends = {p: 1 + max([e.offset for e in events if e.partition == p], default=-1) for p in (0, 1)}
+    for _run in range(data.draw(st.integers(1, 4), label="runs")):
+        users, articles = dict(disk.users), dict(disk.articles)
+        counter = ClapCounter(users, articles, epoch=1)
+        for p in (0, 1):
+            counter.assign(p, ends[p])
+        pending = [e for e in events if e.offset > committed[e.partition]]
+        crashed = False
+        while pending and not crashed:
+            size = data.draw(st.integers(1, 10), label="batch")
+            batch, pending = pending[:size], pending[size:]
+            for update in counter.step(batch):
+                assert announced.setdefault((update.article, update.seq), update.total) == update.total
+            crash_at = data.draw(st.one_of(st.none(), st.integers(0, 8)), label="crash during write-back")
+            crashed = not disk.write_back(users, articles, crash_at)
+            if not crashed and data.draw(st.booleans(), label="commit"):
+                for e in batch:
+                    committed[e.partition] = max(committed[e.partition], e.offset)
+        if not crashed and not pending:
+            break
+    # Finish cleanly: a last worker reads whatever remains.
+    users, articles = dict(disk.users), dict(disk.articles)
+    counter = ClapCounter(users, articles, epoch=1)
+    for p in (0, 1):
+        counter.assign(p, ends[p])
+    rest = [e for e in events if e.offset > committed[e.partition]]
+    for update in counter.step(rest):
+        assert announced.setdefault((update.article, update.seq), update.total) == update.total
+    expected = expected_totals(events)
+    assert {a: t.total for a, t in articles.items()} == expected
+    for article in ARTICLES:
+        series = sorted((seq, total) for (a, seq), total in announced.items() if a == article)
+        assert [t for _, t in series] == sorted(t for _, t in series)  # never falls as seq rises
+        if series:
+            assert series[-1][1] == expected[article]
+
+
+def test_epoch_outranks_any_sequence_of_the_epoch_before():
+    assert is_newer((2, 1), (1, 10**9))
+    assert not is_newer((1, 5), (1, 5))
+    assert is_newer((0, 0), None)
+
+
+def test_a_partition_already_read_to_its_end_is_live_at_once():
+    counter, _, _ = live_counter()
+    counter.assign(3, end_offset=40, next_offset=40)
+    assert counter.catching_up == {} and counter.is_live(3)
+    counter.assign(4, end_offset=40, next_offset=12)
+    assert counter.catching_up == {4: 40}
