@@ -78,11 +78,12 @@ class Rotation(Generic[M]):
     - ``due == 0`` exactly when every member has the newest generation.
     """
 
-    __slots__ = ("given", "order", "cursor", "generation", "due", "visits")
+    __slots__ = ("given", "order", "order_changed", "cursor", "generation", "due", "visits")
 
     def __init__(self) -> None:
         self.given: dict[M, int] = {}  # member -> generation it was given; insertion order = service order
         self.order: list[M] = []  # this trip's snapshot of the service order (joins show up next trip)
+        self.order_changed = False  # members came or went since the snapshot
         self.cursor = 0
         self.generation = 0
         self.due = 0  # members whose generation is older than the newest
@@ -103,12 +104,16 @@ class Rotation(Generic[M]):
             return
         has = self.generation if given_newest else 0
         self.given[member] = has
+        self.order_changed = True
         if has != self.generation:
             self.due += 1
 
     def remove(self, member: M) -> None:
         has = self.given.pop(member, None)
-        if has is not None and has != self.generation:
+        if has is None:
+            return
+        self.order_changed = True
+        if has != self.generation:
             self.due -= 1
 
     def advance(self) -> int:
@@ -124,21 +129,25 @@ class Rotation(Generic[M]):
         call looks at no more than ``8 * limit`` of them.
         """
         taken: list[M] = []
+        take = taken.append
         given, newest = self.given, self.generation
-        looked = 0
-        while self.due and len(taken) < limit and looked < 8 * limit:
-            if self.cursor >= len(self.order):
-                self.order = list(given)  # next trip round: leavers gone, joiners at the end
-                self.cursor = 0
-            member = self.order[self.cursor]
-            self.cursor += 1
+        order, cursor, due = self.order, self.cursor, self.due
+        looked, most = 0, 8 * limit
+        while due and len(taken) < limit and looked < most:  # a fan-out hot loop: locals only
+            if cursor >= len(order):
+                if self.order_changed:  # next trip round: leavers gone, joiners at the end
+                    order = self.order = list(given)
+                    self.order_changed = False
+                cursor = 0
+            member = order[cursor]
+            cursor += 1
             looked += 1
-            has = given.get(member)
-            if has is None or has == newest:
+            if given.get(member, newest) == newest:
                 continue  # left, or already has it
             given[member] = newest
-            self.due -= 1
-            taken.append(member)
+            due -= 1
+            take(member)
+        self.cursor, self.due = cursor, due
         self.visits += looked
         return taken
 
