@@ -255,6 +255,12 @@ def phase_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
             if missed:
                 rows.append((label, "announced totals / missed by a reader (readers)",
                              f"{_fmt(missed['announcements'])} / {_fmt(missed['missed'])} ({_fmt(missed['readers_missing_some'])})"))
+        for server, values in phase.get("room_metrics", {}).items():
+            rates = [f"{v:.2f}" for k, v in values.items() if k.startswith("gateway_room_updates_per_second")]
+            count, total = values.get("gateway_room_pass_seconds_count"), values.get("gateway_room_pass_seconds_sum")
+            mean = f"{1000 * total / count:.0f} ms" if count and total is not None else "-"
+            rows.append((label, f"{server} /metrics at the end: room updates/s per reader; passes (mean)",
+                         f"{', '.join(rates) or '-'}; {_fmt(int(count or 0))} ({mean})"))
         if "clappers" in phase:
             c = phase["clappers"]
             rows += [

@@ -21,7 +21,7 @@ from loadtest.articles import ArticleMix, run_prefix
 from loadtest.calibrate import calibrate
 from loadtest.clap_latency import EXACT, LOWER, UPPER
 from loadtest.clappers import ClapperFleet, ClapPlan, Ledger
-from loadtest.httpclient import HttpError, request_json
+from loadtest.httpclient import HttpError, request_body, request_json
 from loadtest.procmon import ProcMonitor, all_processes_cpu, busiest_between
 from loadtest.plans import ReaderPlan, Target
 from loadtest.readers import ReaderFleet
@@ -250,6 +250,7 @@ class Run:
             # all of them tap, until they stop.
             ramp = 2 * o.batch_ms / 1000
             start, end, profile = await self._mark_window(fleet, plan.start_at + ramp, o.duration_s - ramp)
+            room_metrics = await gateway_room_metrics(targets) if o.scenario == "hot" else {}
             ledger = await clappers.result()
             convergence, finals = await self.settle(fleet, targets, ledger, end, independent)
             out = {
@@ -260,6 +261,8 @@ class Run:
                 "totals_vs_acks": analysis.check_totals(ledger, finals, initial),
                 "_claps": ledger.claps_for_readers(start, end),
             }
+            if room_metrics:
+                out["room_metrics"] = room_metrics
             if profile is not None:
                 out["gateway_profile"] = await self._finish_profile(profile)
             return out
@@ -414,6 +417,22 @@ async def _reference_phase(run: Run, mix: ArticleMix) -> dict[str, Any]:
     finally:
         await server.stop()
         run.managed.remove(server)
+
+
+async def gateway_room_metrics(targets: list[Target]) -> dict[str, dict[str, float]]:
+    """The fan-out's own view at the end of the window (gateway /metrics): each large room's
+    cadence and the pass-time histogram. Servers without /metrics (the reference) give nothing."""
+    found: dict[str, dict[str, float]] = {}
+    for index, target in enumerate(targets):
+        try:
+            text = (await request_body("GET", f"{target.http_base}/metrics")).decode()
+        except (OSError, HttpError, TimeoutError):
+            continue
+        lines = [line.split(" ") for line in text.splitlines() if line.startswith("gateway_room_")]
+        values = {name: float(value) for name, value in lines}
+        if values:
+            found[f"gateway-{index}"] = values
+    return found
 
 
 def headline_method(*phases: dict[str, Any]) -> str | None:

@@ -198,3 +198,26 @@ def test_missed_announcements_count_what_others_got_not_seq_gaps() -> None:
     missed = announcements_missed(results)
     assert missed is not None
     assert (missed["announcements"], missed["missed"], missed["readers_missing_some"]) == (5, 1, 1)
+
+
+async def test_the_room_cadence_is_read_from_a_gateways_metrics() -> None:
+    import asyncio
+
+    from loadtest.plans import Target
+    from loadtest.scenarios import gateway_room_metrics
+
+    body = (b'# HELP gateway_room_updates_per_second x\ngateway_room_updates_per_second{article="a-0"} 6.5\n'
+            b'gateway_room_pass_seconds_count 40.0\ngateway_room_pass_seconds_sum 6.0\ngateway_rooms 1.0\n')
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        found = await gateway_room_metrics([Target("127.0.0.1", port), Target("127.0.0.1", 1)])  # 2nd: nobody
+    assert found == {"gateway-0": {'gateway_room_updates_per_second{article="a-0"}': 6.5,
+                                   "gateway_room_pass_seconds_count": 40.0, "gateway_room_pass_seconds_sum": 6.0}}
