@@ -76,50 +76,63 @@ class Rotation(Generic[M]):
     - every member is handed the newest generation before the cursor passes it a second time,
       whatever joined or left meanwhile;
     - ``due == 0`` exactly when every member has the newest generation.
+
+    The cursor walks a snapshot of the service order (``order``) with each member's generation
+    beside it (``stamps``; -1 where a member left), so the usual step, a run of members who are
+    all due, is a few list slices done in C rather than a dictionary update per member. Members
+    who join wait in ``newcomers`` and go to the end of the order when the cursor next wraps.
     """
 
-    __slots__ = ("given", "order", "order_changed", "cursor", "generation", "due", "visits")
+    __slots__ = ("where", "order", "stamps", "newcomers", "cursor", "generation", "due", "visits")
+
+    LEFT = -1
 
     def __init__(self) -> None:
-        self.given: dict[M, int] = {}  # member -> generation it was given; insertion order = service order
-        self.order: list[M] = []  # this trip's snapshot of the service order (joins show up next trip)
-        self.order_changed = False  # members came or went since the snapshot
+        self.where: dict[M, int] = {}  # every member -> its index in ``order`` (-1: a newcomer)
+        self.order: list[M | None] = []  # this trip's service order (None where a member left)
+        self.stamps: list[int] = []  # the generation each of ``order`` was given (LEFT: gone)
+        self.newcomers: dict[M, int] = {}  # joined since the snapshot -> the generation it was given
         self.cursor = 0
         self.generation = 0
         self.due = 0  # members whose generation is older than the newest
         self.visits = 0  # members the cursor has passed, ever: how far it has gone round
 
     def __len__(self) -> int:
-        return len(self.given)
+        return len(self.where)
 
     def __contains__(self, member: object) -> bool:
-        return member in self.given
+        return member in self.where
 
     def __iter__(self) -> Iterator[M]:
-        return iter(self.given)
+        return iter(self.where)
 
     def add(self, member: M, *, given_newest: bool) -> None:
         """A member joins; ``given_newest``: it was just given the newest generation directly."""
-        if member in self.given:
+        if member in self.where:
             return
         has = self.generation if given_newest else 0
-        self.given[member] = has
-        self.order_changed = True
+        self.where[member] = -1
+        self.newcomers[member] = has
         if has != self.generation:
             self.due += 1
 
     def remove(self, member: M) -> None:
-        has = self.given.pop(member, None)
-        if has is None:
+        index = self.where.pop(member, None)
+        if index is None:
             return
-        self.order_changed = True
+        if index < 0:
+            has = self.newcomers.pop(member)
+        else:
+            has = self.stamps[index]
+            self.stamps[index] = self.LEFT
+            self.order[index] = None  # do not keep a closed connection alive until the next trip
         if has != self.generation:
             self.due -= 1
 
     def advance(self) -> int:
         """A newer frame: every member is due it, starting from wherever the cursor is."""
         self.generation += 1
-        self.due = len(self.given)
+        self.due = len(self.where)
         return self.generation
 
     def take_due(self, limit: int) -> list[M]:
@@ -129,27 +142,42 @@ class Rotation(Generic[M]):
         call looks at no more than ``8 * limit`` of them.
         """
         taken: list[M] = []
-        take = taken.append
-        given, newest = self.given, self.generation
-        order, cursor, due = self.order, self.cursor, self.due
+        newest = self.generation
+        order, stamps, cursor, due = self.order, self.stamps, self.cursor, self.due
         looked, most = 0, 8 * limit
-        while due and len(taken) < limit and looked < most:  # a fan-out hot loop: locals only
+        while due and len(taken) < limit and looked < most:
             if cursor >= len(order):
-                if self.order_changed:  # next trip round: leavers gone, joiners at the end
-                    order = self.order = list(given)
-                    self.order_changed = False
+                if self.newcomers or len(order) != len(self.where):
+                    order, stamps = self._next_trip()
                 cursor = 0
-            member = order[cursor]
-            cursor += 1
-            looked += 1
-            if given.get(member, newest) == newest:
-                continue  # left, or already has it
-            given[member] = newest
-            due -= 1
-            take(member)
+            end = min(cursor + limit - len(taken), len(order))
+            run = stamps[cursor:end]
+            if min(run) >= 0 and max(run) < newest:  # everyone here is present and due
+                taken += order[cursor:end]  # type: ignore[arg-type]
+                stamps[cursor:end] = [newest] * len(run)
+                due -= len(run)
+            else:
+                for index in range(cursor, end):
+                    has = stamps[index]
+                    if has < 0 or has == newest:
+                        continue  # left, or already has it
+                    stamps[index] = newest
+                    due -= 1
+                    taken.append(order[index])  # type: ignore[arg-type]
+            looked += end - cursor
+            cursor = end
         self.cursor, self.due = cursor, due
         self.visits += looked
         return taken
+
+    def _next_trip(self) -> tuple[list[M | None], list[int]]:
+        """The next trip's order: leavers gone, newcomers at the end, everyone's generation kept."""
+        old_stamps, newcomers = self.stamps, self.newcomers
+        order: list[M | None] = list(self.where)
+        stamps = [old_stamps[i] if i >= 0 else newcomers[m] for m, i in self.where.items()]
+        self.where = {m: i for i, m in enumerate(order)}  # type: ignore[misc]
+        self.order, self.stamps, self.newcomers = order, stamps, {}
+        return order, stamps
 
 
 class Cadence:

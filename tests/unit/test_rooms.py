@@ -184,6 +184,36 @@ def test_the_rotation_serves_joiners_after_a_newer_generation_and_forgets_leaver
     assert rotation.due == 0
 
 
+def test_the_rotation_keeps_its_books_through_any_mix_of_joins_leaves_and_newer_generations():
+    rng = random.Random(9)
+    rotation: Rotation[int] = Rotation()
+    has: dict[int, int] = {}  # the model: member -> generation it was handed
+    next_member = 0
+    for _ in range(3000):
+        roll = rng.random()
+        if roll < 0.15:
+            given = rng.random() < 0.5
+            rotation.add(next_member, given_newest=given)
+            has[next_member] = rotation.generation if given else 0
+            next_member += 1
+        elif roll < 0.25 and has:
+            gone = rng.choice(list(has))
+            rotation.remove(gone)
+            del has[gone]
+        elif roll < 0.4:
+            rotation.advance()
+        else:
+            for member in rotation.take_due(rng.randrange(1, 6)):
+                assert member in has and has[member] < rotation.generation  # present, due, never twice
+                has[member] = rotation.generation
+        assert rotation.due == sum(1 for g in has.values() if g != rotation.generation)
+        assert set(rotation) == set(has) and len(rotation) == len(has)
+    while rotation.due:
+        for member in rotation.take_due(7):
+            has[member] = rotation.generation
+    assert all(g == rotation.generation for g in has.values())
+
+
 # -- large rooms: served in turn -----------------------------------------------------------------
 
 
