@@ -19,6 +19,10 @@ COLUMNS = (
      lambda v: (v["reference"]["per_clap_p50_ms"], v["reference"]["per_clap_p99_ms"], "p99")),
     ("gateway per-clap p50 / p99 ms", lambda v: (v["gateway"]["per_clap_p50_ms"], v["gateway"]["per_clap_p99_ms"], "p99")),
     ("p99 ratio", lambda v: v["ratios"]["per_clap_p99"]),
+    ("p99 by each method, reference / gateway: exact; after send..after ack",
+     lambda v: "; ".join(f"{_number(side['bracket_p99_ms'].get('ack_seq'))}; "
+                         f"{_number(side['bracket_p99_ms'].get('at_after_send'))}..{_number(side['bracket_p99_ms'].get('at_after_ack'))}"
+                         for side in (v["reference"], v["gateway"]))),
     ("reference upd/s per reader p50 (min)",
      lambda v: (v["reference"]["updates_per_reader_p50"], v["reference"]["updates_per_reader_min"], "min")),
     ("gateway upd/s per reader p50 (min)",
@@ -36,6 +40,8 @@ def load(folder: Path) -> dict[str, Any] | None:
 
 def _cell(value: Any) -> str:
     """A pair is ``p50 / p99`` or ``p50 (min)``: the two kinds of pair the columns hold."""
+    if isinstance(value, str):
+        return value
     if isinstance(value, tuple):
         first, second, shape = value
         return f"{_number(first)} ({_number(second)})" if shape == "min" else f"{_number(first)} / {_number(second)}"
@@ -72,7 +78,9 @@ def table(results: list[tuple[str, dict[str, Any]]]) -> str:
         cells = [f"**median of {len(runs)}**", f"{readers:,}", ""]
         for _, get in COLUMNS:
             values = [get(v) for v in runs]
-            if isinstance(values[0], tuple):
+            if isinstance(values[0], str):
+                cells.append("")
+            elif isinstance(values[0], tuple):
                 firsts = [x[0] for x in values if x[0] is not None]
                 seconds = [x[1] for x in values if x[1] is not None]
                 cells.append(_cell((statistics.median(firsts) if firsts else None,

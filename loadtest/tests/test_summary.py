@@ -11,7 +11,8 @@ from loadtest.summary import load, table
 def fake_run(folder: Path, readers: int, ref_p99: float, gw_p99: float, ref_rate: float, gw_rate: float) -> Path:
     folder.mkdir()
     side = lambda p99, rate: {"per_clap_p50_ms": p99 / 2, "per_clap_p99_ms": p99,  # noqa: E731
-                              "updates_per_reader_p50": rate, "updates_per_reader_min": rate - 0.5}
+                              "updates_per_reader_p50": rate, "updates_per_reader_min": rate - 0.5,
+                              "bracket_p99_ms": {"ack_seq": None, "at_after_send": p99 - 10, "at_after_ack": p99}}
     phase = {"machine_busy_share": {"busy": 0.9}, "servers": {"x": {"main_thread_waiting_for_cpu_share": 0.2}}}
     result = {"scenario": "hot", "options": {"readers": readers},
               "phases": {"reference": phase, "gateway": phase},
@@ -32,5 +33,5 @@ def test_one_row_per_run_and_the_median_per_size(tmp_path: Path) -> None:
     text = table([(f.name, load(f)) for f in runs])  # type: ignore[misc]
     lines = text.splitlines()
     assert len(lines) == 2 + 3 + 1
-    assert "| `r1-hot` | 5,000 | at_after_ack | 100 / 200 | 130 / 260 | 1.30 | 10.00 (9.50) | 9.50 (9.00) | 0.95 |" in text
-    assert lines[-1].startswith("| **median of 3** | 5,000 |  | 100 / 200 | 130 / 260 | **1.30** | 10.00 (9.50) | 9.50 (9.00) | **0.95** |")
+    assert "| `r1-hot` | 5,000 | at_after_ack | 100 / 200 | 130 / 260 | 1.30 | -; 190..200; -; 250..260 | 10.00 (9.50) | 9.50 (9.00) | 0.95 |" in text
+    assert lines[-1].startswith("| **median of 3** | 5,000 |  | 100 / 200 | 130 / 260 | **1.30** |  | 10.00 (9.50) | 9.50 (9.00) | **0.95** |")
