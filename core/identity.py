@@ -9,8 +9,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 
 from core.validation import is_valid_id
+
+# 32 bytes of HMAC-SHA256 in unpadded urlsafe base64.
+_SIGNATURE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 def _signature(secret: bytes, user: str) -> str:
@@ -24,11 +28,15 @@ def issue_token(secret: bytes, user: str) -> str:
     return f"{user}.{_signature(secret, user)}"
 
 
-def verify_token(secret: bytes, token: str | None) -> str | None:
-    """The user a token was issued to, or None if it is missing, malformed or forged."""
-    if not token or "." not in token:
+def verify_token(secret: bytes, token: object) -> str | None:
+    """The user a token was issued to, or None if it is missing, malformed or forged.
+
+    Never raises, whatever the client sent: the shape is checked before the comparison, since
+    ``hmac.compare_digest`` refuses non-ASCII text.
+    """
+    if not isinstance(token, str) or "." not in token:
         return None
     user, _, signature = token.partition(".")
-    if not is_valid_id(user):
+    if not is_valid_id(user) or _SIGNATURE.fullmatch(signature) is None:
         return None
-    return user if hmac.compare_digest(signature, _signature(secret, user)) else None
+    return user if hmac.compare_digest(signature.encode(), _signature(secret, user).encode()) else None

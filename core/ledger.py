@@ -5,6 +5,13 @@ that offset changes nothing, so the processor may crash between writing the user
 article record, be restarted, and re-read the same events without counting anything twice or
 losing anything: each record independently knows what it already holds. Offsets are per log
 partition; every event of one article lives in one partition (the log is keyed by article).
+
+An undo takes back everything a user had counted on an article. The batches it took back stay
+remembered (ids, offsets and what they counted), so a batch retried after the undo counts
+nothing, and a replay of the log across the undo recovers what each event counted. The memory is
+bounded: a user may undo at most ``MAX_UNDOS_PER_USER`` times per article (later undos take
+nothing back), so a record holds at most ``(MAX_UNDOS_PER_USER + 1) * MAX_CLAPS_PER_USER``
+batches and ``MAX_UNDOS_PER_USER`` undo ids.
 """
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 MAX_CLAPS_PER_USER = 50
+MAX_UNDOS_PER_USER = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,20 +27,47 @@ class UserClaps:
     """What one user has given one article.
 
     ``accepted`` holds ``(clap_id, offset, counted)`` for every batch that counted; at most
-    ``MAX_CLAPS_PER_USER`` entries because each counts at least one clap, so the idempotency
-    memory is bounded by the cap itself.
+    ``MAX_CLAPS_PER_USER`` entries because each counts at least one clap, so this part of the
+    idempotency memory is bounded by the cap itself. ``undone`` holds the batches that undos took
+    back, in the same form; ``undos`` holds ``(undo_id, offset, removed)`` for every undo applied
+    (at most ``MAX_UNDOS_PER_USER``).
     """
 
     total: int = 0
     offset: int = -1
     accepted: tuple[tuple[str, int, int], ...] = ()
+    undone: tuple[tuple[str, int, int], ...] = ()
+    undos: tuple[tuple[str, int, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "offset": self.offset, "accepted": [list(a) for a in self.accepted]}
+        doc: dict[str, Any] = {"total": self.total, "offset": self.offset, "accepted": [list(a) for a in self.accepted]}
+        # Only users who undid carry the extra fields: the common record stays as it was.
+        if self.undone:
+            doc["undone"] = [list(a) for a in self.undone]
+        if self.undos:
+            doc["undos"] = [list(a) for a in self.undos]
+        return doc
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> UserClaps:
-        return cls(doc["total"], doc["offset"], tuple((a[0], a[1], a[2]) for a in doc["accepted"]))
+        def entries(name: str) -> tuple[tuple[str, int, int], ...]:
+            return tuple((a[0], a[1], a[2]) for a in doc.get(name, ()))
+
+        return cls(doc["total"], doc["offset"], entries("accepted"), entries("undone"), entries("undos"))
+
+    def knows(self, batch_id: str) -> bool:
+        """Whether a clap batch with this id was counted, now or before an undo."""
+        return any(cid == batch_id for (cid, _, _) in self.accepted) or any(
+            cid == batch_id for (cid, _, _) in self.undone
+        )
+
+    def counted_at(self, offset: int) -> int:
+        """What the event at ``offset`` counted (negative for an undo); 0 if it counted nothing."""
+        for entries, sign in ((self.accepted, 1), (self.undone, 1), (self.undos, -1)):
+            for (_, event_offset, counted) in entries:
+                if event_offset == offset:
+                    return sign * counted
+        return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +89,8 @@ class ArticleTally:
 class Applied:
     """The outcome of applying one clap event.
 
-    ``counted`` is how many claps it added (0 for a duplicate id or a user at the cap);
+    ``counted`` is how many claps it added (0 for a duplicate id or a user at the cap; minus what
+    an undo took back);
     ``replayed`` says the article already held this offset, so nothing new was added but the
     current total should be announced again in case the earlier announcement was lost.
     """
@@ -71,15 +107,46 @@ def apply_clap(
     """Apply a clap batch of ``count`` claps with id ``clap_id`` read at log ``offset``."""
     if offset <= user.offset:
         # The user record already absorbed this event: recover what it counted then.
-        counted = next((c for (cid, off, c) in user.accepted if off == offset), 0)
+        counted = user.counted_at(offset)
         new_user = user
-    elif any(cid == clap_id for (cid, _, _) in user.accepted):
-        counted = 0  # the same clap batch sent again, e.g. a client retry after a lost ack
+    elif user.knows(clap_id):
+        # The same clap batch sent again, e.g. a client retry after a lost ack, also one that an
+        # undo has taken back since: it is never counted a second time.
+        counted = 0
         new_user = replace(user, offset=offset)
     else:
         counted = max(0, min(count, MAX_CLAPS_PER_USER - user.total))
         accepted = user.accepted + ((clap_id, offset, counted),) if counted else user.accepted
-        new_user = UserClaps(user.total + counted, offset, accepted)
+        new_user = replace(user, total=user.total + counted, offset=offset, accepted=accepted)
+    return _absorb(new_user, article, counted, offset)
+
+
+def apply_undo(user: UserClaps, article: ArticleTally, undo_id: str, offset: int) -> Applied:
+    """Apply an undo with id ``undo_id`` read at log ``offset``: the user's counted claps go.
+
+    A repeated undo id takes nothing (a retry after a lost ack must not take back claps made
+    after the first copy), nor does an undo past ``MAX_UNDOS_PER_USER``.
+    """
+    if offset <= user.offset:
+        counted = user.counted_at(offset)
+        new_user = user
+    elif any(uid == undo_id for (uid, _, _) in user.undos) or len(user.undos) >= MAX_UNDOS_PER_USER:
+        counted = 0
+        new_user = replace(user, offset=offset)
+    else:
+        counted = -user.total
+        new_user = replace(
+            user,
+            total=0,
+            offset=offset,
+            accepted=(),
+            undone=user.undone + user.accepted,
+            undos=user.undos + ((undo_id, offset, user.total),),
+        )
+    return _absorb(new_user, article, counted, offset)
+
+
+def _absorb(new_user: UserClaps, article: ArticleTally, counted: int, offset: int) -> Applied:
     if offset <= article.offset:
         return Applied(new_user, article, counted, replayed=True)
     new_article = replace(article, total=article.total + counted, offset=offset)

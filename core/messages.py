@@ -11,6 +11,8 @@ from typing import Any
 import orjson
 
 SCHEMA_VERSION = 1
+CLAP = "clap"
+UNDO = "undo"
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +21,10 @@ class ClapRecorded:
 
     ``clap_id`` is chosen by the client and is unique per clap batch: it is the idempotency key.
     ``user`` is the server-verified identity of the sender, never taken from the client's message.
+
+    ``kind`` is ``"undo"`` for an undo: the user takes back every clap they had counted on the
+    article (``clap_id`` is then the undo's own idempotency key and ``count`` is 0). Undos travel
+    in the same log, under the same key, so they are ordered with the user's claps.
     """
 
     article: str
@@ -26,30 +32,39 @@ class ClapRecorded:
     count: int
     clap_id: str
     at_ms: int
+    kind: str = "clap"
+
+    @property
+    def is_undo(self) -> bool:
+        return self.kind == UNDO
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "v": SCHEMA_VERSION,
-                "type": "clap",
-                "article": self.article,
-                "user": self.user,
-                "count": self.count,
-                "id": self.clap_id,
-                "at": self.at_ms,
-            }
-        )
+        doc: dict[str, Any] = {"v": SCHEMA_VERSION, "type": self.kind, "article": self.article, "user": self.user}
+        if not self.is_undo:
+            doc["count"] = self.count
+        doc["id"] = self.clap_id
+        doc["at"] = self.at_ms
+        return orjson.dumps(doc)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ClapRecorded:
         doc = orjson.loads(raw)
+        kind = doc.get("type", CLAP)
+        if kind not in (CLAP, UNDO):
+            raise ValueError(f"unknown clap log record type {kind!r}")
         return cls(
             article=doc["article"],
             user=doc["user"],
-            count=int(doc["count"]),
+            count=0 if kind == UNDO else int(doc["count"]),
             clap_id=doc["id"],
             at_ms=int(doc["at"]),
+            kind=kind,
         )
+
+
+def undo_recorded(article: str, user: str, undo_id: str, at_ms: int) -> ClapRecorded:
+    """The clap log event of an undo."""
+    return ClapRecorded(article, user, 0, undo_id, at_ms, UNDO)
 
 
 @dataclass(frozen=True, slots=True)

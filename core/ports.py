@@ -27,7 +27,20 @@ class CountFeed(Protocol):
     async def publish(self, updates: Sequence[CountChanged]) -> None: ...
 
     async def subscribe(self) -> AsyncIterator[CountChanged]:
-        """Totals published after this returns, in order per article."""
+        """Totals published after this returns, in order per article.
+
+        An adapter may deliver only the articles being followed (a gateway filters by room anyway).
+        """
+
+    def follow(self, article: str) -> None:
+        """A room for ``article`` opened here: its totals are wanted from now on. Idempotent."""
+
+    def unfollow(self, article: str) -> None:
+        """The room closed: the adapter may stop delivering the article's totals. Idempotent."""
+
+    async def followed(self, article: str) -> None:
+        """Return once every total of a followed ``article`` published from now on will be
+        delivered; a room reads its first total from the store after this."""
 
     async def close(self) -> None: ...
 
@@ -42,5 +55,8 @@ class CounterStore(Protocol):
     async def write(self, totals: Sequence[CountChanged]) -> None: ...
 
     async def read(self, article: str) -> CountChanged | None: ...
+
+    async def read_mine(self, article: str, user: str) -> int:
+        """How many of ``user``'s claps on ``article`` are counted (0 if none), for "you: n/50"."""
 
     async def close(self) -> None: ...

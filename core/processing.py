@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 
-from core.ledger import ArticleTally, UserClaps, apply_clap
+from core.ledger import ArticleTally, UserClaps, apply_clap, apply_undo
 from core.messages import ClapRecorded, CountChanged
 
 KEY_SEPARATOR = ":"
@@ -142,21 +142,26 @@ class ClapCounter:
         key = user_key(clap.article, clap.user)
         user = self.users.get(key) or UserClaps()
         article = self.articles.get(clap.article) or ArticleTally()
-        applied = apply_clap(user, article, clap.clap_id, clap.count, event.offset)
+        if clap.is_undo:
+            applied = apply_undo(user, article, clap.clap_id, event.offset)
+        else:
+            applied = apply_clap(user, article, clap.clap_id, clap.count, event.offset)
         if applied.user is not user:
             self.users[key] = applied.user
         if applied.article is not article:
             self.articles[clap.article] = applied.article
-        if applied.counted or applied.replayed:
-            # A replayed event adds nothing but is announced again: its announcement may have
-            # been lost in the crash that made it replay.
-            delta = 0 if applied.replayed else applied.counted
-            pending = self._unannounced.get(clap.article)
-            if pending is None:
-                self._unannounced[clap.article] = _Unannounced(event.partition, delta, clap.at_ms)
-            else:
-                pending.delta += delta
-                pending.newest_at_ms = max(pending.newest_at_ms, clap.at_ms)
+        # Every event is announced, also one that counted nothing: a retried id or a clap past
+        # the cap was acked with its own position, and the browser waits for a total at or above
+        # it before it stops adding the clap itself. A replayed event is announced again: its
+        # announcement may have been lost in the crash that made it replay. An undo's delta is
+        # negative: what it took back.
+        delta = 0 if applied.replayed else applied.counted
+        pending = self._unannounced.get(clap.article)
+        if pending is None:
+            self._unannounced[clap.article] = _Unannounced(event.partition, delta, clap.at_ms)
+        else:
+            pending.delta += delta
+            pending.newest_at_ms = max(pending.newest_at_ms, clap.at_ms)
 
     def _announce_live(self) -> list[CountChanged]:
         totals = []

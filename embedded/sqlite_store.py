@@ -16,6 +16,7 @@ import orjson
 
 from core.ledger import ArticleTally, UserClaps
 from core.messages import CountChanged
+from core.processing import user_key
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS article_totals (
@@ -72,6 +73,14 @@ class SqliteCounterStore:
             "SELECT article, total, delta, seq, epoch, at_ms FROM article_totals WHERE article = ?", (article,)
         ).fetchone()
         return CountChanged(*row) if row else None
+
+    async def read_mine(self, article: str, user: str) -> int:
+        return await asyncio.to_thread(self._run, self._read_mine, article, user)
+
+    def _read_mine(self, article: str, user: str) -> int:
+        # The processor's own per-user state, committed with the totals in one transaction.
+        row = self._db.execute("SELECT doc FROM user_claps WHERE key = ?", (user_key(article, user),)).fetchone()
+        return int(orjson.loads(row[0])["total"]) if row else 0
 
     async def close(self) -> None:
         self._run(self._db.close)

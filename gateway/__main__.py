@@ -14,8 +14,11 @@ import signal
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from gateway.config import GatewayConfig
+from gateway.articles import SEEDED
+from gateway.catalogue import Catalogue, EmbeddedArticles, KafkaCatalogueFeed
+from gateway.config import ADMIN_TOKEN_FILE, GatewayConfig
 from gateway.server import Gateway
+from observability.logs import setup_logging
 
 log = logging.getLogger("gateway")
 
@@ -23,6 +26,9 @@ log = logging.getLogger("gateway")
 async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
     async with AsyncExitStack() as stack:
         background: list[asyncio.Task] = []
+        catalogue = Catalogue()
+        article_admin: EmbeddedArticles | None = None
+        presence_bus = None  # embedded: the gateway's own in-process bus
         if config.mode == "embedded":
             from embedded.feed import InMemoryCountFeed
             from embedded.file_log import FileClapLog
@@ -30,6 +36,9 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
             from embedded.sqlite_store import SqliteCounterStore
 
             data = Path(config.data_dir)
+            catalogue = Catalogue(SEEDED)
+            article_admin = EmbeddedArticles(catalogue, data / "articles.jsonl")
+            article_admin.load()
             clap_log = FileClapLog(data / "claps.log")
             store = SqliteCounterStore(data / "counts.sqlite3")
             feed = InMemoryCountFeed()
@@ -39,7 +48,8 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
             background.append(asyncio.create_task(processor.run(), name="embedded-processor"))
             await processor.ready.wait()
         elif config.mode == "distributed":
-            from gateway.kafka_adapters import KafkaClapLog, KafkaCountFeed
+            from gateway.feed import PartitionedCountFeed
+            from gateway.kafka_adapters import KafkaClapLog, KafkaPresenceBus
             from projector.cassandra_store import CassandraCounterStore
 
             clap_log = KafkaClapLog(config.kafka_bootstrap, config.clap_topic)
@@ -51,15 +61,27 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
             )
             await store.start()
             stack.push_async_callback(store.close)
-            feed = KafkaCountFeed(config.kafka_bootstrap, config.counts_topic)
+            feed = PartitionedCountFeed(config.kafka_bootstrap, config.counts_topic)
             stack.push_async_callback(feed.close)
+            presence_bus = KafkaPresenceBus(config.kafka_bootstrap, config.presence_topic)
+            stack.push_async_callback(presence_bus.close)
+            # Serve only once every article published before this start is known.
+            articles_feed = KafkaCatalogueFeed(config.kafka_bootstrap, config.articles_topic, catalogue)
+            stack.push_async_callback(articles_feed.close)
+            await articles_feed.start()
+            background.append(asyncio.create_task(articles_feed.follow(), name="catalogue"))
         else:
             raise SystemExit(f"CLAP_MODE must be embedded or distributed, not {config.mode!r}")
 
-        gateway = Gateway(config, clap_log, store, feed)
+        gateway = Gateway(
+            config, clap_log, store, feed, catalogue=catalogue, article_admin=article_admin, presence_bus=presence_bus
+        )
         await gateway.start()
         stack.push_async_callback(gateway.stop)
-        print(f"clap service ({config.mode}) ready at http://{config.host}:{gateway.port}/", flush=True)
+        log.info("clap service (%s) ready at http://%s:%d/", config.mode, config.host, gateway.port)
+        if article_admin is not None:
+            where = "CLAP_ADMIN_TOKEN" if os.environ.get("CLAP_ADMIN_TOKEN") else Path(config.data_dir) / ADMIN_TOKEN_FILE
+            log.info("admin token (PUT /api/admin/articles/ID?title=T): %s", where)
         waiter = asyncio.create_task(stop.wait())
         # Crash-only: if the feed, the processing loop or another vital task ends, the process
         # exits non-zero and its supervisor restarts it, rather than serving stale counts.
@@ -83,9 +105,10 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("websockets").setLevel(logging.WARNING)
     config = GatewayConfig.from_env()
+    setup_logging("gateway", config.log_format)
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    config = config.with_stored_credentials()
 
     async def _main() -> None:
         stop = asyncio.Event()

@@ -1,8 +1,9 @@
-"""The demo's seeded articles.
+"""Articles as the clap service knows them, and the demo's seeded ones.
 
-The article catalogue belongs to the publishing platform, not to the clap service: claps are
-counted for any well-formed article id, and these few exist so the reader pages have something
-to show.
+The article catalogue belongs to the publishing platform, not to the clap service: the gateway
+accepts claps and joins only for articles the platform has published (gateway/catalogue.py).
+These few are seeded so the reader pages have something to show: embedded mode starts with
+them, and in distributed mode ``processor.topics`` publishes them when it creates the topic.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 class Article:
     id: str
     title: str
-    body: str
+    body: str = ""
 
 
 SEEDED = (

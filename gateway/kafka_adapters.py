@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from core.messages import ClapRecorded, CountChanged, newest_per_article
 from core.partitioning import partition_for_key
+from core.presence import PresenceReport
 
 log = logging.getLogger(__name__)
 
@@ -19,30 +20,82 @@ def article_partitioner(key: bytes, all_partitions: list[int], available: list[i
     return all_partitions[partition_for_key(key, len(all_partitions))]
 
 
-class KafkaClapLog:
-    """Appends clap events to the clap topic, keyed by article, acked by all in-sync replicas."""
+class ClapLogUnavailable(ConnectionError):
+    """The clap log cannot take events now (no broker reachable); the caller may retry."""
 
-    def __init__(self, bootstrap: str, topic: str, *, linger_ms: int = 2) -> None:
+
+class KafkaClapLog:
+    """Appends clap events to the clap topic, keyed by article, acked by all in-sync replicas.
+
+    A gateway must serve readers while Kafka is away, so a failed start does not stop it:
+    the producer keeps reconnecting in the background and appends fail at once meanwhile.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        linger_ms: int = 2,
+        request_timeout_ms: int = 5_000,
+        reconnect_max_s: float = 10.0,
+    ) -> None:
+        self.bootstrap = bootstrap
         self.topic = topic
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
+        self.linger_ms = linger_ms
+        self.request_timeout_ms = request_timeout_ms
+        self.reconnect_max_s = reconnect_max_s
+        self._producer: AIOKafkaProducer | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._last_error: BaseException | None = None
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
             acks="all",
             enable_idempotence=True,  # a producer retry never writes a clap twice
-            linger_ms=linger_ms,  # batch concurrent claps into one request
+            linger_ms=self.linger_ms,  # batch concurrent claps into one request
             partitioner=article_partitioner,
-            request_timeout_ms=10_000,
+            # A request to a broker that went away fails within this; the gateway's own bound
+            # on an append (gateway.server.APPEND_TIMEOUT_S) holds whatever the client does.
+            request_timeout_ms=self.request_timeout_ms,
         )
-        self._started = False
 
     async def start(self) -> None:
-        await self._producer.start()
-        self._started = True
+        """Connect now if Kafka answers; otherwise keep trying in the background."""
+        if not await self._try_start():
+            self._connecting = asyncio.create_task(self._reconnect(), name="clap-log-connect")
 
-    async def append(self, clap: ClapRecorded) -> None:
-        await (await self._producer.send(self.topic, clap.to_json(), key=clap.article.encode()))
+    async def _try_start(self) -> bool:
+        producer = self._new_producer()
+        try:
+            await producer.start()
+        except Exception as error:  # KafkaConnectionError and kin: no broker answered
+            self._last_error = error
+            log.warning("clap log: Kafka at %s not reachable (%r); claps are refused until it is", self.bootstrap, error)
+            await producer.stop()
+            return False
+        self._producer = producer
+        return True
+
+    async def _reconnect(self) -> None:
+        delay = 0.5
+        while not await self._try_start():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.reconnect_max_s)
+        log.info("clap log: connected to Kafka at %s", self.bootstrap)
+
+    async def append(self, clap: ClapRecorded) -> int:
+        if self._producer is None:
+            raise ClapLogUnavailable(f"not connected to Kafka at {self.bootstrap}: {self._last_error!r}")
+        delivery = await self._producer.send(self.topic, clap.to_json(), key=clap.article.encode())
+        return (await delivery).offset
 
     async def close(self) -> None:
-        if self._started:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            await asyncio.gather(self._connecting, return_exceptions=True)
+        if self._producer is not None:
             await self._producer.stop()
 
 
@@ -101,6 +154,71 @@ class KafkaCountFeed:
                 # A gateway that fell behind catches up with the newest total of each article.
                 for update in newest_per_article(updates):
                     yield update
+        finally:
+            await consumer.stop()
+
+    # This feed reads every partition (gateway.feed.PartitionedCountFeed reads only its rooms').
+    def follow(self, article: str) -> None:
+        return None
+
+    def unfollow(self, article: str) -> None:
+        return None
+
+    async def followed(self, article: str) -> None:
+        return None
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+        for consumer in self._consumers:
+            await consumer.stop()
+
+
+class KafkaPresenceBus:
+    """Gateways' reader counts on the ``presence`` topic (one partition, keyed by gateway).
+
+    Read from the end with no consumer group, like the count feed: every gateway reports at least
+    every two seconds, so a gateway that starts knows everyone within that and needs no history.
+    A report is worth nothing seconds later, so it is sent without waiting for replicas.
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self._producer: AIOKafkaProducer | None = None
+        self._consumers: list[AIOKafkaConsumer] = []
+
+    async def publish(self, report: PresenceReport) -> None:
+        if self._producer is None:
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=1, request_timeout_ms=5_000)
+            await producer.start()
+            self._producer = producer
+        await self._producer.send_and_wait(self.topic, report.to_json(), key=report.gateway.encode())
+
+    async def subscribe(self) -> AsyncIterator[PresenceReport]:
+        consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            client_id=f"gateway-presence-{uuid.uuid4().hex[:8]}",
+            fetch_max_wait_ms=100,
+        )
+        await consumer.start()
+        self._consumers.append(consumer)
+        return self._drain(consumer)
+
+    async def _drain(self, consumer: AIOKafkaConsumer) -> AsyncIterator[PresenceReport]:
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=500, max_records=1_000)
+                for records in batches.values():
+                    for record in records:
+                        try:
+                            yield PresenceReport.from_json(record.value)
+                        except (ValueError, KeyError, TypeError):
+                            log.warning("skipping malformed presence report at %s:%d", record.topic, record.offset)
         finally:
             await consumer.stop()
 

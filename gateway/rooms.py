@@ -256,8 +256,14 @@ class RoomRegistry:
         encode: Callable[[CountChanged], bytes] | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_pass: Callable[[Room, float], None] | None = None,
+        on_open: Callable[[str], None] | None = None,
+        on_close: Callable[[str], None] | None = None,
     ) -> None:
         self.rooms: dict[str, Room] = {}
+        # Told when an article gets its first reader here and when it loses its last: the feed
+        # reads only the partitions of open rooms (gateway.feed).
+        self._on_open = on_open
+        self._on_close = on_close
         self.write_buffer_high = write_buffer_high
         self.chunk = chunk
         self._encode = encode or (lambda update: update.to_json())
@@ -271,6 +277,8 @@ class RoomRegistry:
         room = self.rooms.get(article)
         if room is None:
             room = self.rooms[article] = Room(article)
+            if self._on_open is not None:
+                self._on_open(article)
         if article not in reader.articles:
             reader.articles += (article,)
         if reader not in room.readers and room.latest is not None:
@@ -290,6 +298,8 @@ class RoomRegistry:
         room.readers.remove(reader)
         if not len(room.readers):
             del self.rooms[article]
+            if self._on_close is not None:
+                self._on_close(article)
 
     def drop(self, reader: Reader) -> None:
         """Forget a reader whose connection has closed."""
@@ -432,3 +442,12 @@ class RoomRegistry:
             transport = reader.transport
             if not transport.is_closing() and transport.get_write_buffer_size() < high:
                 _send(transport, PING_FRAME)
+
+    def send_to_room(self, article: str, key: str, frame: bytes) -> int:
+        """Write ``frame`` (not a total) to every reader of ``article`` here; a reader whose socket
+        is full keeps only the newest frame per ``key``. Returns how many readers it reached."""
+        room = self.rooms.get(article)
+        if room is None:
+            return 0
+        self._write_all(room.readers, key, frame)
+        return len(room.readers)

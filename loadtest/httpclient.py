@@ -18,11 +18,11 @@ class HttpError(Exception):
         self.status = status
 
 
-async def request_json(method: str, url: str, *, timeout_s: float = 10.0) -> Any:
-    return orjson.loads(await request_body(method, url, timeout_s=timeout_s))
+async def request_json(method: str, url: str, *, timeout_s: float = 10.0, headers: dict[str, str] | None = None) -> Any:
+    return orjson.loads(await request_body(method, url, timeout_s=timeout_s, headers=headers))
 
 
-async def request_body(method: str, url: str, *, timeout_s: float = 10.0) -> bytes:
+async def request_body(method: str, url: str, *, timeout_s: float = 10.0, headers: dict[str, str] | None = None) -> bytes:
     parts = urlsplit(url)
     if parts.hostname is None or parts.port is None:
         raise ValueError(f"need http://host:port/... not {url!r}")
@@ -30,8 +30,9 @@ async def request_body(method: str, url: str, *, timeout_s: float = 10.0) -> byt
     async with asyncio.timeout(timeout_s):
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
         try:
+            extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
             writer.write(
-                f"{method} {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Length: 0\r\n"
+                f"{method} {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Length: 0\r\n{extra}"
                 "Connection: close\r\n\r\n".encode()
             )
             raw = await reader.read()

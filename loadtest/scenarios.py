@@ -25,8 +25,9 @@ from loadtest.httpclient import HttpError, request_body, request_json
 from loadtest.procmon import ProcMonitor, all_processes_cpu, busiest_between
 from loadtest.plans import ReaderPlan, Target
 from loadtest.readers import ReaderFleet
-from loadtest.services import (ManagedProcess, start_baseline, start_distributed_gateway, start_embedded_gateway,
-                               start_py_spy, start_reference, summarize_collapsed)
+from loadtest.services import (EMBEDDED_ADMIN_TOKEN, ManagedProcess, publish_articles_to_topic,
+                               publish_articles_with_admin, start_baseline, start_distributed_gateway,
+                               start_embedded_gateway, start_py_spy, start_reference, summarize_collapsed)
 
 DEFAULT_SOURCE_IPS = 8
 CLAP_TAIL_S = 2.0
@@ -137,6 +138,20 @@ class Run:
         for i, pid in enumerate(self.options.gateway_pids):
             self.monitor.watch(f"gateway-{i}", pid)
         return [Target.from_url(url) for url in self.options.gateways]
+
+    async def register_articles(self, targets: list[Target], mix: ArticleMix) -> None:
+        """Publish the run's articles: gateways take joins and claps only for published ones.
+        Started embedded gateways (or given ones, with CLAP_ADMIN_TOKEN set) through the admin
+        endpoint; otherwise to the articles topic, as the platform does."""
+        ids = [mix.article_id(index) for index in range(mix.articles)]
+        bases = [target.http_base for target in targets]
+        admin_token = EMBEDDED_ADMIN_TOKEN if self.options.start_embedded else os.environ.get("CLAP_ADMIN_TOKEN")
+        if admin_token and not self.options.start_distributed:
+            say(f"publishing {len(ids)} articles through the admin endpoint of {len(bases)} gateway(s)")
+            await publish_articles_with_admin(bases, ids, admin_token)
+        else:
+            say(f"publishing {len(ids)} articles to the articles topic")
+            await publish_articles_to_topic(bases, ids)
 
     async def stop_servers(self) -> None:
         for process in reversed(self.managed):
@@ -489,6 +504,7 @@ async def _clapped_gateway_phase(run: Run, mix: ArticleMix, env: dict[str, str])
     """Readers on the gateway(s) while clappers tap; the servers are stopped afterwards."""
     targets = await run.gateway_targets(env)
     try:
+        await run.register_articles(targets, mix)
         return await run.reader_phase("gateway", run.reader_plan(targets, mix),
                                       [f"gateway-{i}" for i in range(len(targets))],
                                       run.clap_driver(targets, mix, independent=False))
@@ -502,6 +518,11 @@ async def platform(run: Run) -> None:
     mix = ArticleMix(run.prefix, max(1, o.articles), o.hot_share, cover_all=True, seed=o.seed)
     targets = await run.gateway_targets({**o.gateway_env})
     independent = o.start_embedded > 1  # embedded gateways do not share a store
+    try:
+        await run.register_articles(targets, mix)
+    except BaseException:
+        await run.stop_servers()
+        raise
 
     async def hold_then_clap(fleet: ReaderFleet) -> dict[str, Any]:
         say(f"holding {o.readers} idle connections for {o.hold_s:g}s")
@@ -532,6 +553,11 @@ async def ingest(run: Run) -> None:
     o = run.options
     mix = ArticleMix(run.prefix, max(1, o.articles), o.hot_share, seed=o.seed)
     targets = await run.gateway_targets({**o.gateway_env})
+    try:
+        await run.register_articles(targets, mix)
+    except BaseException:
+        await run.stop_servers()
+        raise
     distributed = not o.start_embedded
     if distributed:
         _watch_deployment(run)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -18,9 +19,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadtest.httpclient import wait_healthy
+from loadtest.httpclient import HttpError, request_json, wait_healthy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Gateways this tool starts: every clapper session is a new identity from one loopback address,
+# far past the per-address limit meant for browsers; and the admin token that lets this tool
+# publish its articles to the embedded gateways it starts.
+EMBEDDED_ADMIN_TOKEN = secrets.token_urlsafe(24)
+LOAD_TOOL_ENV = {"NEW_IDENTITIES_PER_MINUTE": "10000000", "NEW_IDENTITY_BURST": "10000000"}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -79,11 +85,12 @@ async def start_embedded_gateway(
     port = port or free_port()
     data_dir = Path(tempfile.mkdtemp(prefix="lt-data-"))
     settings = {"CLAP_MODE": "embedded", "HOST": "127.0.0.1", "PORT": str(port), "CLAP_DATA_DIR": str(data_dir),
-                **env_overrides}
+                "CLAP_ADMIN_TOKEN": EMBEDDED_ADMIN_TOKEN, **LOAD_TOOL_ENV, **env_overrides}
     env = {**os.environ, **settings, "PYTHONPATH": str(REPO_ROOT)}
     log_path = log_dir / "gateway.log"
     popen = _spawn("gateway", [sys.executable, "-m", "gateway"], env, log_path)
-    process = ManagedProcess("gateway", popen, log_path, f"http://127.0.0.1:{port}", settings,
+    shown = {k: ("(set)" if k == "CLAP_ADMIN_TOKEN" else v) for k, v in settings.items()}
+    process = ManagedProcess("gateway", popen, log_path, f"http://127.0.0.1:{port}", shown,
                              None if keep_data else data_dir)
     try:
         await _wait_ready(process, 60)
@@ -108,7 +115,8 @@ async def start_distributed_gateway(
 ) -> ManagedProcess:
     """``python -m gateway`` in distributed mode on a free port, against the `make up` services."""
     port = port or free_port()
-    settings = {**DISTRIBUTED_ENV, "HOST": "127.0.0.1", "PORT": str(port), "GATEWAY_NAME": name, **env_overrides}
+    settings = {**DISTRIBUTED_ENV, **LOAD_TOOL_ENV, "HOST": "127.0.0.1", "PORT": str(port), "GATEWAY_NAME": name,
+                **env_overrides}
     env = {**os.environ, **settings, "PYTHONPATH": str(REPO_ROOT)}
     log_path = log_dir / "gateway.log"
     popen = _spawn(name, [sys.executable, "-m", "gateway"], env, log_path)
@@ -120,6 +128,39 @@ async def start_distributed_gateway(
         await process.stop()
         raise
     return process
+
+
+async def publish_articles_with_admin(base_urls: list[str], article_ids: list[str], admin_token: str) -> None:
+    """Embedded gateways take articles through their admin endpoint (docs/PROTOCOL.md)."""
+    gate = asyncio.Semaphore(16)
+
+    async def one(base_url: str, article_id: str) -> None:
+        async with gate:
+            await request_json("PUT", f"{base_url}/api/admin/articles/{article_id}?title={article_id}",
+                               headers={"Authorization": f"Bearer {admin_token}"})
+
+    await asyncio.gather(*(one(base, article_id) for base in base_urls for article_id in article_ids))
+
+
+async def publish_articles_to_topic(base_urls: list[str], article_ids: list[str], timeout_s: float = 60.0) -> None:
+    """Distributed gateways follow the platform's articles topic (KAFKA_BOOTSTRAP, ARTICLES_TOPIC,
+    defaults as `make up`); publish there, then wait until every gateway has the last one (the
+    topic has one partition, so the last one known means all are)."""
+    from gateway.articles import Article
+    from gateway.catalogue import publish_articles
+
+    await publish_articles(os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"), os.environ.get("ARTICLES_TOPIC", "articles"),
+                           [Article(article_id, article_id) for article_id in article_ids])
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    for base_url in base_urls:
+        while True:
+            try:
+                await request_json("GET", f"{base_url}/api/articles/{article_ids[-1]}/claps")
+                break
+            except (HttpError, OSError, TimeoutError):
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"{base_url} did not learn of the published articles in {timeout_s:.0f} s") from None
+                await asyncio.sleep(0.2)
 
 
 async def start_baseline(log_dir: Path, *, port: int | None = None) -> ManagedProcess:

@@ -24,6 +24,8 @@ from core.ledger import ArticleTally, UserClaps
 from core.messages import ClapRecorded
 from core.partitioning import article_partitioner
 from core.processing import ClapCounter, LogEvent
+from observability.logs import faust_logging_config
+from processor import metrics
 from processor.config import ProcessorConfig
 
 log = logging.getLogger("processor")
@@ -88,6 +90,7 @@ app = faust.App(
     web_port=config.web_port,
     consumer_auto_offset_reset="earliest",
     stream_wait_empty=True,
+    logging_config=faust_logging_config("processor", config.log_format),
 )
 
 claps_topic = app.topic(config.clap_topic, key_serializer="raw", value_serializer="raw", partitions=config.partitions)
@@ -108,6 +111,7 @@ tallies_table = app.Table(
 users = BatchedTable(users_table, UserClaps.from_dict, UserClaps.to_dict)
 tallies = BatchedTable(tallies_table, ArticleTally.from_dict, ArticleTally.to_dict)
 counter = ClapCounter(users, tallies, epoch=config.epoch)
+metrics.install(app, config.clap_topic)
 
 
 @app.on_partitions_revoked.connect
@@ -178,6 +182,7 @@ async def count_claps(stream: faust.StreamT) -> None:
 
 async def _count(stream: faust.StreamT) -> None:
     async for events in stream.take_events(config.max_batch, within=config.batch_wait_s):
+        metrics.batches.started()
         batch = [LogEvent(event.message.partition, event.message.offset, _parse(event)) for event in events]
         was_catching_up = bool(counter.catching_up)
         updates = counter.step(batch)
@@ -188,6 +193,7 @@ async def _count(stream: faust.StreamT) -> None:
         for update in updates:
             await counts_topic.send(key=update.article.encode(), value=update.to_json())
         await flush_all_sends()
+        metrics.batches.done(batch, updates, holding=len(counter.catching_up))
 
 
 async def flush_all_sends() -> None:
@@ -209,5 +215,6 @@ def _parse(event: Any) -> ClapRecorded | None:
         return ClapRecorded.from_json(event.value)
     except (ValueError, KeyError, TypeError):
         message = event.message
-        log.warning("skipping malformed clap at %s[%d]@%d", message.topic, message.partition, message.offset)
+        log.warning("skipping malformed clap at %s[%d]@%d", message.topic, message.partition, message.offset,
+                    extra={"partition": message.partition, "offset": message.offset})
         return None

@@ -10,6 +10,8 @@ class ProcessorConfig:
     kafka_bootstrap: str = "127.0.0.1:9092"
     clap_topic: str = "claps"
     counts_topic: str = "clap-counts"
+    articles_topic: str = "articles"  # created (and seeded) by processor.topics; read by gateways
+    presence_topic: str = "presence"  # created by processor.topics; gateways report readers there
     partitions: int = 12
     replication_factor: int = 1
     window_ms: int = 100
@@ -22,6 +24,7 @@ class ProcessorConfig:
     app_prefix: str = "clap-processor"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    log_format: str = "text"  # LOG_FORMAT: json (deploy/k8s) or text (observability/logs.py)
 
     @property
     def batch_wait_s(self) -> float:
@@ -45,6 +48,8 @@ class ProcessorConfig:
             kafka_bootstrap=env.get("KAFKA_BOOTSTRAP", cls.kafka_bootstrap),
             clap_topic=env.get("CLAP_TOPIC", cls.clap_topic),
             counts_topic=env.get("COUNTS_TOPIC", cls.counts_topic),
+            articles_topic=env.get("ARTICLES_TOPIC", cls.articles_topic),
+            presence_topic=env.get("PRESENCE_TOPIC", cls.presence_topic),
             partitions=int(env.get("CLAP_PARTITIONS", cls.partitions)),
             replication_factor=int(env.get("KAFKA_RF", cls.replication_factor)),
             window_ms=int(env.get("CLAP_WINDOW_MS", cls.window_ms)),
@@ -54,4 +59,5 @@ class ProcessorConfig:
             app_prefix=env.get("PROCESSOR_APP_PREFIX", cls.app_prefix),
             web_host=env.get("PROCESSOR_WEB_HOST", cls.web_host),
             web_port=int(env.get("PROCESSOR_WEB_PORT", cls.web_port)),
+            log_format=env.get("LOG_FORMAT", cls.log_format),
         )

@@ -1,8 +1,12 @@
-"""Create the clap and fan-out topics with their fixed partition counts.
+"""Create the clap and fan-out topics with their fixed partition counts, and the articles topic.
 
 The clap topic's partition count is fixed for its life: an article's claps, its per-user state
 and its offsets all live in one partition, so changing the count would move articles between
 partitions. Capacity grows by adding processor workers up to the partition count.
+
+The articles topic is the publishing platform's catalogue, which gateways follow
+(gateway/catalogue.py). When this creates it, it publishes the demo articles into it, so a fresh
+deployment has something to show; after that the topic is the platform's alone.
 
 python -m processor.topics   (reads the processor's environment)
 """
@@ -14,6 +18,8 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from gateway.articles import SEEDED
+from gateway.catalogue import publish_articles
 from processor.config import ProcessorConfig
 
 log = logging.getLogger("processor.topics")
@@ -36,7 +42,25 @@ async def ensure_topics(config: ProcessorConfig) -> None:
                 # Totals are absolute: only the newest per article matters in the long run.
                 topic_configs={"cleanup.policy": "compact", "min.insync.replicas": min_isr},
             ),
+            NewTopic(
+                # One partition: a catalogue is small, and one ordered stream lets a publisher
+                # know a gateway has everything once it has the last article published.
+                config.articles_topic, 1, config.replication_factor,
+                topic_configs={"cleanup.policy": "compact", "min.insync.replicas": min_isr},
+            ),
         ]
+        wanted.append(
+            NewTopic(
+                # Gateways' reader counts (gateway.presence): one small report per gateway a
+                # second, keyed by gateway; gateways read it from the end and a report is stale
+                # after seconds, so a minute is plenty to keep.
+                config.presence_topic, 1, config.replication_factor,
+                topic_configs={
+                    "cleanup.policy": "compact,delete", "retention.ms": "60000", "segment.ms": "60000",
+                    "min.insync.replicas": min_isr,
+                },
+            )
+        )
         missing = [t for t in wanted if t.name not in existing]
         if missing:
             try:
@@ -46,6 +70,9 @@ async def ensure_topics(config: ProcessorConfig) -> None:
             log.info("created topics %s", [t.name for t in missing])
     finally:
         await admin.close()
+    if config.articles_topic in {t.name for t in missing}:
+        await publish_articles(config.kafka_bootstrap, config.articles_topic, SEEDED)
+        log.info("published %d demo articles to %s", len(SEEDED), config.articles_topic)
 
 
 if __name__ == "__main__":

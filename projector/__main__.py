@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 
+from observability.logs import setup_logging
+from projector import metrics
 from projector.cassandra_store import CassandraCounterStore
 from projector.config import ProjectorConfig
 from projector.service import Projector
 
 
-async def main() -> None:
-    config = ProjectorConfig.from_env()
+async def main(config: ProjectorConfig) -> None:
+    metrics.serve(config.metrics_host, config.metrics_port)
     store = CassandraCounterStore(
         config.cassandra_hosts, config.cassandra_port, config.cassandra_keyspace,
         replication_factor=config.replication_factor,
@@ -28,5 +29,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(main())
+    config = ProjectorConfig.from_env()
+    setup_logging("projector", config.log_format)
+    asyncio.run(main(config))

@@ -64,6 +64,9 @@ class CassandraCounterStore:
         self._insert_user = session.prepare(
             f"INSERT INTO {self.keyspace}.user_totals (article, user, total) VALUES (?, ?, ?) USING TIMESTAMP ?"
         )
+        self._select_mine = session.prepare(
+            f"SELECT total FROM {self.keyspace}.user_totals WHERE article = ? AND user = ?"
+        )
         self._select = session.prepare(
             f"SELECT article, total, delta, seq, epoch, at_ms FROM {self.keyspace}.article_totals WHERE article = ?"
         )
@@ -103,6 +106,11 @@ class CassandraCounterStore:
             return None
         row = rows[0]
         return CountChanged(row.article, row.total, row.delta or 0, row.seq, row.epoch, row.at_ms or 0)
+
+    async def read_mine(self, article: str, user: str) -> int:
+        assert self._session is not None
+        rows = await _to_asyncio(self._session.execute_async(self._select_mine, (article, user)))
+        return (rows[0].total or 0) if rows else 0
 
     async def close(self) -> None:
         await asyncio.to_thread(self._cluster.shutdown)

@@ -19,6 +19,9 @@ class ProjectorConfig:
     # The processor's app prefix: its per-user changelogs (one per epoch) carry each reader's
     # counted claps, which the projector stores for the join answer's "mine".
     processor_app_prefix: str = "clap-processor"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9102
+    log_format: str = "text"  # LOG_FORMAT: json (deploy/k8s) or text (observability/logs.py)
 
     @property
     def user_changelog_pattern(self) -> str:
@@ -41,4 +44,7 @@ class ProjectorConfig:
             cassandra_keyspace=env.get("CASSANDRA_KEYSPACE", cls.cassandra_keyspace),
             replication_factor=int(env.get("CASSANDRA_RF", cls.replication_factor)),
             processor_app_prefix=env.get("PROCESSOR_APP_PREFIX", cls.processor_app_prefix),
+            metrics_host=env.get("PROJECTOR_METRICS_HOST", cls.metrics_host),
+            metrics_port=int(env.get("PROJECTOR_METRICS_PORT", cls.metrics_port)),
+            log_format=env.get("LOG_FORMAT", cls.log_format),
         )

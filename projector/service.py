@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -28,6 +29,7 @@ from core.ledger import UserClaps
 from core.messages import CountChanged, newest_per_article
 from core.ports import CounterStore
 from core.processing import split_user_key
+from projector import metrics
 from projector.config import ProjectorConfig
 
 log = logging.getLogger("projector")
@@ -94,13 +96,18 @@ class Projector:
             while stop is None or not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.config.max_batch)
                 if not batches:
+                    await _measure_lag(consumer)
                     continue
                 totals, users = self._decode(batches)
+                metrics.records.labels("total").inc(len(totals))
+                metrics.records.labels("user").inc(len(users))
                 rows = newest_per_article(totals)
-                await self._write_with_retry(self.store.write, rows)
-                await self._write_with_retry(self.store.write_user_totals, newest_per_user(users))
+                await self._write_with_retry(self.store.write, rows, "total")
+                await self._write_with_retry(self.store.write_user_totals, newest_per_user(users), "user")
                 await consumer.commit()
+                metrics.last_commit.set(time.time())
                 self.written += len(rows)
+                await _measure_lag(consumer)
         finally:
             await consumer.stop()
 
@@ -116,18 +123,39 @@ class Projector:
                     elif record.value is not None:  # a tombstone: the processor dropped a key
                         users.append(user_total_from_changelog(record.key, record.value, int(changelog.group(1))))
                 except (ValueError, KeyError, TypeError, AttributeError):
-                    log.warning("skipping malformed record at %s[%d]@%d", record.topic, record.partition, record.offset)
+                    log.warning("skipping malformed record at %s[%d]@%d", record.topic, record.partition, record.offset,
+                                extra={"topic": record.topic, "partition": record.partition, "offset": record.offset})
         return totals, users
 
-    async def _write_with_retry(self, write, rows) -> None:
+    async def _write_with_retry(self, write, rows, kind: str) -> None:
         if not rows:
             return
         delay = 0.1
+        started = time.perf_counter()
         while True:
             try:
                 await write(rows)
+                metrics.write_seconds.labels(kind).observe(time.perf_counter() - started)
+                metrics.rows_written.labels(kind).inc(len(rows))
                 return
             except TRANSIENT as error:  # Cassandra unavailable: hold the batch, never skip it
-                log.warning("writing %d rows failed (%r); retrying in %.1fs", len(rows), error, delay)
+                metrics.write_retries.inc()
+                log.warning("writing %d rows failed (%r); retrying in %.1fs", len(rows), error, delay,
+                            extra={"kind": kind, "rows": len(rows)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+async def _measure_lag(consumer: AIOKafkaConsumer) -> None:
+    """Records past the position on each owned partition (from the last fetch's high watermark)."""
+    owned = set()
+    for tp in consumer.assignment():
+        end = consumer.highwater(tp)
+        if end is None:
+            continue  # nothing fetched from it yet
+        position = await consumer.position(tp)
+        metrics.lag.labels(tp.topic, str(tp.partition)).set(max(end - position, 0))
+        owned.add((tp.topic, str(tp.partition)))
+    for labels in list(metrics.lag._metrics):  # partitions now owned by another projector
+        if labels not in owned:
+            metrics.lag.remove(*labels)

@@ -29,9 +29,10 @@ def test_rest_api_shapes(embedded):
     assert {"id": "hello-claps", "title": "Hello, claps"} in articles
     session = http_json(f"{embedded.base_url}/api/session", "POST")
     assert set(session) == {"user", "token"} and session["token"].startswith(session["user"] + ".")
-    assert http_json(f"{embedded.base_url}/api/articles/never-clapped/claps") == {
-        "article": "never-clapped", "total": 0, "seq": 0, "epoch": 0
+    assert http_json(f"{embedded.base_url}/api/articles/why-logs-win/claps") == {
+        "article": "why-logs-win", "total": 0, "seq": 0, "epoch": 0
     }
+    assert status_of(f"{embedded.base_url}/api/articles/never-published/claps") == 404
     assert status_of(f"{embedded.base_url}/api/articles/bad%20id/claps") == 400
     assert status_of(f"{embedded.base_url}/nothing-here") == 404
     assert status_of(f"{embedded.base_url}/api/articles", "DELETE") == 405
@@ -59,6 +60,7 @@ async def test_malformed_messages_get_errors_and_everyone_carries_on(embedded):
 
 
 async def test_a_connection_may_join_a_bounded_number_of_rooms(embedded):
+    embedded.register(*(f"room-{index}" for index in range(17)))
     client = await Reader.open(embedded.ws_url)
     for index in range(17):
         await client.join(f"room-{index}")
@@ -108,6 +110,7 @@ async def test_readers_that_never_read_do_not_slow_down_the_others(tmp_path, log
     embedded = EmbeddedService(tmp_path / "data", log_dir, "slow-readers")
     embedded.start(SOCKET_SEND_BUFFER="4096", WRITE_BUFFER_HIGH="8192")
     rooms = [f"slow-readers-{n}" for n in range(16)]
+    embedded.register(*rooms)
     stalled = [_raw_websocket(embedded.port, rooms) for _ in range(20)]
     fast = [await Reader.open(embedded.ws_url) for _ in range(5)]
     for reader in fast:

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from tests.support.pipeline import cassandra_total, running_pipeline, start_processor
+from tests.support.pipeline import cassandra_total, register_articles, running_pipeline, start_processor
 from tests.support.clients import Reader, http_json, new_token, wait_all
 from tests.support.processes import ServiceProcess, free_port
 
@@ -90,6 +90,7 @@ async def test_a_second_gateway_serves_the_same_rooms_and_scales_back_down(scale
     extra.append(second)
     second.wait_for_http(f"http://127.0.0.1:{port}/healthz", 60)
     article = f"two-gw-{uuid.uuid4().hex[:6]}"
+    await register_articles(pipeline, article, gateways=[pipeline.base_url, f"http://127.0.0.1:{port}"])
     on_first = await Reader.open_joined(pipeline.ws_url, article, 20)
     on_second = await Reader.open_joined(f"ws://127.0.0.1:{port}/ws", article, 20)
     # Claps arrive through the second gateway with a token issued by the first: one identity.
@@ -133,6 +134,7 @@ async def clap_through(pipeline, name: str, disrupt, *, rounds: int, pause_s: fl
     that every clap was acked (Kafka is never disrupted here), that readers and Cassandra
     converge on exactly the planned total, and that neither ever went back. Returns the total."""
     article = f"{name}-{uuid.uuid4().hex[:6]}"
+    await register_articles(pipeline, article)
     readers = await Reader.open_joined(pipeline.ws_url, article, 10)
     driver = await ClapDriver.open(pipeline.base_url, pipeline.ws_url, article, users=12)
     rows = RowWatcher(pipeline.keyspace, article)

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.support.pipeline import cassandra_total
+from tests.support.pipeline import cassandra_total, register_articles
 from tests.support.clients import Reader, http_json, new_token, wait_all
 
 pytestmark = pytest.mark.services
@@ -24,6 +24,7 @@ async def wait_until(predicate, timeout_s: float) -> bool:
 
 async def test_every_reader_of_an_article_converges_and_no_other_room_hears_it(pipeline):
     hot, other = f"hot-{uuid.uuid4().hex[:6]}", f"quiet-{uuid.uuid4().hex[:6]}"
+    await register_articles(pipeline, hot, other)
     readers = [await Reader.open(pipeline.ws_url) for _ in range(150)]
     bystanders = [await Reader.open(pipeline.ws_url) for _ in range(5)]
     for reader in readers:
@@ -62,6 +63,7 @@ async def test_every_reader_of_an_article_converges_and_no_other_room_hears_it(p
 
 async def test_a_page_loaded_later_shows_the_durable_total(pipeline):
     article = f"late-{uuid.uuid4().hex[:6]}"
+    await register_articles(pipeline, article)
     clapper = await Reader.open(pipeline.ws_url, new_token(pipeline.base_url))
     await clapper.clap(article, 12, "only")
     assert await clapper.wait_for(lambda r: "only" in r.acks, 20)
@@ -98,6 +100,7 @@ def cassandra_user_totals(keyspace: str, article: str) -> dict[str, int]:
 
 async def test_each_readers_counted_claps_are_stored_for_their_mine(pipeline):
     article = f"mine-{uuid.uuid4().hex[:6]}"
+    await register_articles(pipeline, article)
     tokens = [new_token(pipeline.base_url) for _ in range(3)]
     clappers = [await Reader.open(pipeline.ws_url, token) for token in tokens]
     plans = [[7], [30, 30], [5, 5]]  # the second user passes the cap; the third retries an id below

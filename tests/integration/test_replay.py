@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from tests.support.clients import Reader, http_json, new_token, wait_all
-from tests.support.pipeline import cassandra_total, running_pipeline, start_processor
+from tests.support.pipeline import cassandra_total, register_articles, running_pipeline, start_processor
 
 pytestmark = pytest.mark.services
 
@@ -20,6 +20,7 @@ def replayable(real_services, run_id, log_dir):
 async def test_a_rebuild_at_a_new_epoch_reproduces_every_total_and_outranks_the_old(replayable, log_dir):
     pipeline, extra = replayable
     articles = [f"replay-{uuid.uuid4().hex[:6]}" for _ in range(3)]
+    await register_articles(pipeline, *articles)
     clappers = [await Reader.open(pipeline.ws_url, new_token(pipeline.base_url)) for _ in range(4)]
     expected = {}
     for a_index, article in enumerate(articles):

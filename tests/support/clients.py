@@ -31,7 +31,11 @@ class Reader:
         self.out_of_order = 0
         self.drops = 0  # a newer total below an older one: what a reader must never see
         self.acks: set[str] = set()
+        self.ack_seqs: dict[str, int] = {}  # clap id -> the seq its ack carried
+        self.mine: dict[str, int] = {}  # article -> "mine" of the newest join answer
         self.errors: list[dict] = []
+        self.reading: dict[str, int] = {}  # article -> "reading now" of the newest presence message
+        self.presence_messages: list[tuple[float, str, int]] = []  # (monotonic time, article, reading)
         self._task = asyncio.create_task(self._receive())
 
     @classmethod
@@ -53,11 +57,16 @@ class Reader:
     async def clap(self, article: str, count: int, clap_id: str) -> None:
         await self.ws.send(orjson.dumps({"type": "clap", "article": article, "count": count, "id": clap_id}).decode())
 
+    async def undo(self, article: str, undo_id: str) -> None:
+        await self.ws.send(orjson.dumps({"type": "undo", "article": article, "id": undo_id}).decode())
+
     async def _receive(self) -> None:
         try:
             async for raw in self.ws:
                 doc = orjson.loads(raw)
                 if doc["type"] == "count":
+                    if "mine" in doc:
+                        self.mine[doc["article"]] = doc["mine"]
                     position = (doc["epoch"], doc["seq"])
                     seen = self.positions.get(doc["article"])
                     if seen is not None and position <= seen:
@@ -68,8 +77,12 @@ class Reader:
                         self.drops += 1
                     self.totals[doc["article"]] = doc["total"]
                     self.counts_received += 1
+                elif doc["type"] == "presence":
+                    self.reading[doc["article"]] = doc["reading"]
+                    self.presence_messages.append((time.monotonic(), doc["article"], doc["reading"]))
                 elif doc["type"] == "ack":
                     self.acks.add(doc["id"])
+                    self.ack_seqs[doc["id"]] = doc["seq"]
                 else:
                     self.errors.append(doc)
         except websockets.ConnectionClosed:

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.ledger import MAX_CLAPS_PER_USER, ArticleTally, UserClaps
-from core.messages import ClapRecorded, CountChanged, is_newer
+from core.messages import ClapRecorded, CountChanged, is_newer, undo_recorded
 from core.processing import ClapCounter, LogEvent, user_key
 
 
@@ -35,13 +35,15 @@ def test_one_total_per_touched_article_at_the_offset_of_its_newest_event():
     ]
 
 
-def test_capped_or_duplicate_claps_announce_nothing():
+def test_capped_or_duplicate_claps_announce_the_unchanged_total_at_their_position():
+    # Their acks carried their positions: a browser adds such a clap itself until a total at or
+    # above its position says it is in (or, here, that it counted nothing).
     counter, users, _ = live_counter()
     assert counter.step([LogEvent(0, 0, clap(count=50, clap_id="a"))])[0].total == 50
     assert counter.step([
         LogEvent(0, 1, clap(count=1, clap_id="b")),  # over the cap
         LogEvent(0, 2, clap(count=50, clap_id="a")),  # a retry of a counted batch
-    ]) == []
+    ]) == [CountChanged("a", 50, 0, 3, 1, 0)]
     assert users[user_key("a", "u")].total == MAX_CLAPS_PER_USER
 
 
@@ -106,16 +108,21 @@ ARTICLES = ["a", "b", "c"]
 
 @st.composite
 def logs(draw):
-    """Events over two partitions (articles a, b in 0; c in 1), a few users near the cap."""
+    """Events over two partitions (articles a, b in 0; c in 1), a few users near the cap, undos."""
     size = draw(st.integers(1, 60))
     events, offsets = [], {0: 0, 1: 0}
     for i in range(size):
         article = draw(st.sampled_from(ARTICLES))
         partition = 1 if article == "c" else 0
         user = draw(st.sampled_from(["u1", "u2", "u3"]))
-        count = draw(st.integers(1, 30))
-        clap_id = draw(st.sampled_from([f"id{i}", "retried"]))  # some ids repeat: client retries
-        events.append(LogEvent(partition, offsets[partition], clap(article, user, count, clap_id, at_ms=i)))
+        if draw(st.integers(0, 9)) == 0:
+            undo_id = draw(st.sampled_from([f"undo{i}", "undo-retried"]))
+            event = undo_recorded(article, user, undo_id, i)
+        else:
+            count = draw(st.integers(1, 30))
+            clap_id = draw(st.sampled_from([f"id{i}", "retried"]))  # some ids repeat: client retries
+            event = clap(article, user, count, clap_id, at_ms=i)
+        events.append(LogEvent(partition, offsets[partition], event))
         offsets[partition] += 1
     return events
 
@@ -146,7 +153,7 @@ class Persistent:
 
 @settings(max_examples=300, deadline=None)
 @given(logs(), st.data())
-def test_every_position_carries_one_total_and_totals_never_fall_whatever_the_crashes(events, data):
+def test_every_position_carries_one_total_and_totals_fall_only_at_an_undo_whatever_the_crashes(events, data):
     disk = Persistent()
     committed = {0: -1, 1: -1}  # offsets a worker resumes after
     announced: dict[tuple[str, int], int] = {}  # (article, seq) -> total
@@ -182,9 +189,34 @@ def test_every_position_carries_one_total_and_totals_never_fall_whatever_the_cra
     assert {a: t.total for a, t in articles.items()} == expected
     for article in ARTICLES:
         series = sorted((seq, total) for (a, seq), total in announced.items() if a == article)
-        assert [t for _, t in series] == sorted(t for _, t in series)  # never falls as seq rises
+        for (seq, total), (next_seq, next_total) in zip(series, series[1:]):
+            if next_total < total:  # a lower total at a higher seq: only through an undo between
+                between = [e for e in events if e.clap.article == article and seq <= e.offset < next_seq]
+                assert any(e.clap.is_undo for e in between), (article, seq, total, next_seq, next_total)
+        for seq, total in series:  # each position's total is the plain recount of the log up to it
+            prefix = [e for e in events if e.partition == events_partition(article) and e.offset < seq]
+            assert total == expected_totals(prefix).get(article, 0)
         if series:
             assert series[-1][1] == expected[article]
+
+
+def events_partition(article: str) -> int:
+    return 1 if article == "c" else 0
+
+
+def test_an_undo_announces_the_lower_total_at_its_own_position_with_a_negative_delta():
+    counter, users, _ = live_counter()
+    counter.step([LogEvent(0, 0, clap(user="u1", count=5, clap_id="a")), LogEvent(0, 1, clap(user="u2", count=3, clap_id="b"))])
+    [update] = counter.step([LogEvent(0, 2, undo_recorded("a", "u1", "undo-1", 11))])
+    assert update == CountChanged("a", 3, -5, 3, 1, 11)
+    assert users[user_key("a", "u1")].total == 0
+    # The retried batch counts nothing; the retried undo takes nothing; new claps count.
+    [update] = counter.step([
+        LogEvent(0, 3, clap(user="u1", count=5, clap_id="a")),
+        LogEvent(0, 4, clap(user="u1", count=2, clap_id="c")),
+        LogEvent(0, 5, undo_recorded("a", "u1", "undo-1", 12)),
+    ])
+    assert (update.total, update.delta, update.seq) == (5, 2, 6)
 
 
 def test_epoch_outranks_any_sequence_of_the_epoch_before():

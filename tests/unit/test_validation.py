@@ -1,7 +1,7 @@
 import orjson
 import pytest
 
-from core.validation import Clap, Join, Leave, Refused, parse_client_message
+from core.validation import Clap, Join, Leave, Refused, Undo, parse_client_message
 
 
 def msg(**doc) -> bytes:
@@ -12,6 +12,14 @@ def test_join_leave_clap_parse():
     assert parse_client_message(msg(type="join", article="a-1")) == Join("a-1")
     assert parse_client_message(msg(type="leave", article="a_1")) == Leave("a_1")
     assert parse_client_message(msg(type="clap", article="a", count=3, id="c1")) == Clap("a", 3, "c1")
+    assert parse_client_message(msg(type="undo", article="a", id="u1")) == Undo("a", "u1")
+
+
+@pytest.mark.parametrize("doc", [{"type": "undo", "article": "a"}, {"type": "undo", "article": "a", "id": "bad id"}])
+def test_an_undo_without_a_usable_id_is_refused(doc):
+    with pytest.raises(Refused) as refused:
+        parse_client_message(msg(**doc))
+    assert (refused.value.code, refused.value.clap_id) == ("bad_request", None)
 
 
 @pytest.mark.parametrize("count", [1, 50])
