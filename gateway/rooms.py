@@ -4,13 +4,21 @@ A total is encoded and framed once per article and the same bytes are written to
 socket: no per-reader encoding. A reader whose socket is not draining keeps only the newest
 frame per article (conflation), so a slow reader costs a bounded amount of memory and never
 delays the others.
+
+A large room is served in turn: its readers stand in a fixed order with a cursor that goes round
+(``Rotation``). A newer total replaces the frame at once and the pass carries on from the cursor
+with it, wrapping round to the readers who got an older one; nobody is written the same total
+twice and nobody waits more than one trip round the room. So when a room is too large for one
+pass per window, each reader's updates slow down to one per pass, evenly for every reader, and
+speed up again when passes get shorter (``Cadence`` measures this, for /metrics).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
-from typing import Protocol
+import time
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from typing import Generic, Protocol, TypeVar
 
 from websockets.frames import Frame, Opcode
 
@@ -20,6 +28,10 @@ log = logging.getLogger(__name__)
 
 
 PING_FRAME = Frame(Opcode.PING, b"").serialize(mask=False)
+
+# Below this a reader of the room notices the count lagging (a person reads ~250 ms as "not
+# instant"); a room that falls below it needs more gateway processes, and says so in the log.
+SLOWEST_UPDATES_PER_SECOND = 4.0
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -48,6 +60,162 @@ def _send(transport: Transport, frame: bytes) -> bool:
     return True
 
 
+M = TypeVar("M", bound=Hashable)
+
+
+class Rotation(Generic[M]):
+    """The members of one room in service order, a cursor that goes round, and who has what.
+
+    Pure bookkeeping, no I/O and no clock. Each member carries the generation of the newest
+    frame it was given. ``advance()`` starts a newer generation; ``take_due(n)`` hands out, from
+    the cursor on and wrapping round, up to ``n`` members that have not been given it yet and
+    marks them given. So, after any sequence of ``advance`` calls:
+
+    - a member is handed out at most once per generation, and generations only grow, so a
+      member's frames never go backwards;
+    - every member is handed the newest generation before the cursor passes it a second time,
+      whatever joined or left meanwhile;
+    - ``due == 0`` exactly when every member has the newest generation.
+
+    The cursor walks a snapshot of the service order (``order``) with each member's generation
+    beside it (``stamps``; -1 where a member left), so the usual step, a run of members who are
+    all due, is a few list slices done in C rather than a dictionary update per member. Members
+    who join wait in ``newcomers`` and go to the end of the order when the cursor next wraps.
+    """
+
+    __slots__ = ("where", "order", "stamps", "newcomers", "cursor", "generation", "due", "visits")
+
+    LEFT = -1
+
+    def __init__(self) -> None:
+        self.where: dict[M, int] = {}  # every member -> its index in ``order`` (-1: a newcomer)
+        self.order: list[M | None] = []  # this trip's service order (None where a member left)
+        self.stamps: list[int] = []  # the generation each of ``order`` was given (LEFT: gone)
+        self.newcomers: dict[M, int] = {}  # joined since the snapshot -> the generation it was given
+        self.cursor = 0
+        self.generation = 0
+        self.due = 0  # members whose generation is older than the newest
+        self.visits = 0  # members the cursor has passed, ever: how far it has gone round
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def __contains__(self, member: object) -> bool:
+        return member in self.where
+
+    def __iter__(self) -> Iterator[M]:
+        return iter(self.where)
+
+    def add(self, member: M, *, given_newest: bool) -> None:
+        """A member joins; ``given_newest``: it was just given the newest generation directly."""
+        if member in self.where:
+            return
+        has = self.generation if given_newest else 0
+        self.where[member] = -1
+        self.newcomers[member] = has
+        if has != self.generation:
+            self.due += 1
+
+    def remove(self, member: M) -> None:
+        index = self.where.pop(member, None)
+        if index is None:
+            return
+        if index < 0:
+            has = self.newcomers.pop(member)
+        else:
+            has = self.stamps[index]
+            self.stamps[index] = self.LEFT
+            self.order[index] = None  # do not keep a closed connection alive until the next trip
+        if has != self.generation:
+            self.due -= 1
+
+    def advance(self) -> int:
+        """A newer frame: every member is due it, starting from wherever the cursor is."""
+        self.generation += 1
+        self.due = len(self.where)
+        return self.generation
+
+    def take_due(self, limit: int) -> list[M]:
+        """Up to ``limit`` members that are due, from the cursor on, now marked given.
+
+        Passing over members that already have the newest frame is cheap but not free, so one
+        call looks at no more than ``8 * limit`` of them.
+        """
+        taken: list[M] = []
+        newest = self.generation
+        order, stamps, cursor, due = self.order, self.stamps, self.cursor, self.due
+        looked, most = 0, 8 * limit
+        while due and len(taken) < limit and looked < most:
+            if cursor >= len(order):
+                if self.newcomers or len(order) != len(self.where):
+                    order, stamps = self._next_trip()
+                cursor = 0
+            end = min(cursor + limit - len(taken), len(order))
+            run = stamps[cursor:end]
+            if min(run) >= 0 and max(run) < newest:  # everyone here is present and due
+                taken += order[cursor:end]  # type: ignore[arg-type]
+                stamps[cursor:end] = [newest] * len(run)
+                due -= len(run)
+            else:
+                for index in range(cursor, end):
+                    has = stamps[index]
+                    if has < 0 or has == newest:
+                        continue  # left, or already has it
+                    stamps[index] = newest
+                    due -= 1
+                    taken.append(order[index])  # type: ignore[arg-type]
+            looked += end - cursor
+            cursor = end
+        self.cursor, self.due = cursor, due
+        self.visits += looked
+        return taken
+
+    def _next_trip(self) -> tuple[list[M | None], list[int]]:
+        """The next trip's order: leavers gone, newcomers at the end, everyone's generation kept."""
+        old_stamps, newcomers = self.stamps, self.newcomers
+        order: list[M | None] = list(self.where)
+        stamps = [old_stamps[i] if i >= 0 else newcomers[m] for m, i in self.where.items()]
+        self.where = {m: i for i, m in enumerate(order)}  # type: ignore[misc]
+        self.order, self.stamps, self.newcomers = order, stamps, {}
+        return order, stamps
+
+
+class Cadence:
+    """How often each reader of a room gets a new total: the slower of the totals and the passes.
+
+    Totals arrive once per window (or less often on a quiet article); a pass is one trip of the
+    cursor round the room. When a pass takes longer than a window, a reader gets one total per
+    pass: the cadence follows the audience. Both intervals are smoothed over the last few.
+    """
+
+    __slots__ = ("arrival_s", "pass_s", "last_arrival", "passes")
+
+    SMOOTHING = 0.25  # weight of the newest interval
+
+    def __init__(self) -> None:
+        self.arrival_s: float | None = None
+        self.pass_s: float | None = None
+        self.last_arrival: float | None = None
+        self.passes = 0
+
+    def total_arrived(self, now: float) -> None:
+        if self.last_arrival is not None:
+            self.arrival_s = self._smooth(self.arrival_s, now - self.last_arrival)
+        self.last_arrival = now
+
+    def pass_finished(self, seconds: float) -> None:
+        self.pass_s = self._smooth(self.pass_s, seconds)
+        self.passes += 1
+
+    @property
+    def updates_per_second(self) -> float | None:
+        longest = max(self.arrival_s or 0.0, self.pass_s or 0.0)
+        return 1.0 / longest if longest > 0 else None
+
+    def _smooth(self, held: float | None, sample: float) -> float:
+        return sample if held is None else held + self.SMOOTHING * (sample - held)
+
+
 class Reader:
     """One websocket connection as the fan-out sees it."""
 
@@ -62,16 +230,23 @@ class Reader:
 
 
 class Room:
-    __slots__ = ("readers", "latest", "frame")
+    __slots__ = ("article", "readers", "latest", "frame", "cadence", "serving", "pass_started", "pass_visits",
+                 "warned_slow")
 
-    def __init__(self) -> None:
-        self.readers: set[Reader] = set()
+    def __init__(self, article: str) -> None:
+        self.article = article
+        self.readers: Rotation[Reader] = Rotation()
         self.latest: CountChanged | None = None
         self.frame: bytes = b""
+        self.cadence = Cadence()
+        self.serving: asyncio.Task[None] | None = None  # the pass in progress, for a large room
+        self.pass_started = 0.0
+        self.pass_visits = 0  # the cursor's ``visits`` when this pass started
+        self.warned_slow = False
 
 
 class RoomRegistry:
-    """Article id -> room, with conflated delivery to readers that fall behind."""
+    """Article id -> room, with fair chunked passes and conflated delivery to readers that fall behind."""
 
     def __init__(
         self,
@@ -79,6 +254,8 @@ class RoomRegistry:
         write_buffer_high: int = 64 * 1024,
         chunk: int = 1000,
         encode: Callable[[CountChanged], bytes] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_pass: Callable[[Room, float], None] | None = None,
         on_open: Callable[[str], None] | None = None,
         on_close: Callable[[str], None] | None = None,
     ) -> None:
@@ -90,6 +267,8 @@ class RoomRegistry:
         self.write_buffer_high = write_buffer_high
         self.chunk = chunk
         self._encode = encode or (lambda update: update.to_json())
+        self._clock = clock
+        self._on_pass = on_pass
         self._backlogged: set[Reader] = set()
         self.frames_written = 0
         self.frames_conflated = 0
@@ -97,14 +276,16 @@ class RoomRegistry:
     def join(self, reader: Reader, article: str) -> Room:
         room = self.rooms.get(article)
         if room is None:
-            room = self.rooms[article] = Room()
+            room = self.rooms[article] = Room(article)
             if self._on_open is not None:
                 self._on_open(article)
-        room.readers.add(reader)
         if article not in reader.articles:
             reader.articles += (article,)
-        if room.latest is not None:
-            self._write_all((reader,), article, room.frame)
+        if reader not in room.readers and room.latest is not None:
+            self._deliver(reader, article, room.frame)
+            room.readers.add(reader, given_newest=True)
+        else:
+            room.readers.add(reader, given_newest=False)
         return room
 
     def leave(self, reader: Reader, article: str) -> None:
@@ -114,8 +295,8 @@ class RoomRegistry:
         room = self.rooms.get(article)
         if room is None:
             return
-        room.readers.discard(reader)
-        if not room.readers:
+        room.readers.remove(reader)
+        if not len(room.readers):
             del self.rooms[article]
             if self._on_close is not None:
                 self._on_close(article)
@@ -126,14 +307,19 @@ class RoomRegistry:
             self.leave(reader, article)
         self._backlogged.discard(reader)
 
-    async def publish(self, update: CountChanged) -> int:
-        """Send ``update`` to the readers of its article if it is newer than what they have.
+    def large_rooms(self) -> list[Room]:
+        """Rooms served in more than one chunk: the ones whose cadence is worth watching."""
+        return [room for room in self.rooms.values() if len(room.readers) > self.chunk]
 
-        Returns how many readers it reached (written or queued). Updates for articles without a
-        reader here are dropped: this gateway has nobody to tell. A large room is written in
-        chunks with a yield to the event loop between them, so one hot article does not hold up
-        acks, joins and other rooms for the whole pass; a newer total arriving meanwhile ends
-        this pass (its own pass reaches everyone), so nobody receives totals out of order.
+    async def publish(self, update: CountChanged) -> int:
+        """Make ``update`` the newest total of its article's room if it is newer than what it has.
+
+        Returns how many readers the room holds (each gets it, written or queued). Updates for
+        articles without a reader here are dropped: this gateway has nobody to tell. A room of up
+        to ``chunk`` readers is written at once. A larger one is written one chunk now and the
+        rest by a pass that yields to the event loop between chunks, so one hot article does not
+        hold up acks, joins and other rooms; a newer total arriving meanwhile becomes the frame
+        for the rest of that pass and for those it already passed (see ``Rotation``).
         """
         room = self.rooms.get(update.article)
         if room is None:
@@ -141,26 +327,72 @@ class RoomRegistry:
         if room.latest is not None and not is_newer(update.position(), room.latest.position()):
             return 0
         room.latest = update
-        room.frame = frame = text_frame(self._encode(update))
-        if len(room.readers) <= self.chunk:
-            self._write_all(room.readers, update.article, frame)
-            return len(room.readers)
-        readers = list(room.readers)  # the room may change while this pass yields
-        for start in range(0, len(readers), self.chunk):
-            if start:
-                await asyncio.sleep(0)
-                if room.frame is not frame:
-                    break
-            self._write_all(readers[start : start + self.chunk], update.article, frame, check_membership=True)
-        return len(readers)
+        room.frame = text_frame(self._encode(update))
+        now = self._clock()
+        room.cadence.total_arrived(now)
+        was_idle = room.readers.due == 0
+        room.readers.advance()
+        if was_idle:
+            room.pass_started, room.pass_visits = now, room.readers.visits
+        if room.serving is None:
+            self._serve_chunk(room)
+            if room.readers.due:
+                room.serving = asyncio.create_task(self._serve_rest(room), name=f"room-pass-{room.article}")
+        return len(room.readers)
 
-    def _write_all(self, readers: Iterable[Reader], article: str, frame: bytes, check_membership: bool = False) -> None:
+    async def wait_passes(self) -> None:
+        """Until no room has a pass in progress (tests, and a clean stop)."""
+        while tasks := [room.serving for room in self.rooms.values() if room.serving is not None]:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _serve_rest(self, room: Room) -> None:
+        try:
+            # The task's first turn comes after the chunk publish() wrote: a yield in between.
+            while room.readers.due:
+                self._serve_chunk(room)
+                if room.readers.due:
+                    await asyncio.sleep(0)
+        except Exception:
+            log.exception("fan-out pass of %s failed; the next total starts a new one", room.article)
+        finally:
+            room.serving = None
+
+    def _serve_chunk(self, room: Room) -> None:
+        due = room.readers.take_due(self.chunk)
+        if due:
+            self._write_all(due, room.article, room.frame)
+        rotation = room.readers
+        # A pass ends when everyone has the newest total, or, while newer totals keep coming,
+        # after each trip of the cursor round the room.
+        if rotation.due == 0 or rotation.visits - room.pass_visits >= len(rotation):
+            now = self._clock()
+            if len(rotation) > self.chunk:
+                self._pass_finished(room, now - room.pass_started)
+            room.pass_started, room.pass_visits = now, rotation.visits
+
+    def _pass_finished(self, room: Room, seconds: float) -> None:
+        room.cadence.pass_finished(seconds)
+        if self._on_pass is not None:
+            self._on_pass(room, seconds)
+        rate = room.cadence.updates_per_second
+        slow = room.cadence.pass_s is not None and room.cadence.pass_s > 1.0 / SLOWEST_UPDATES_PER_SECOND
+        if slow and not room.warned_slow:
+            log.warning("room %s: a pass over its %d readers takes %.0f ms, so they get %.1f updates/s; "
+                        "spread its readers over more gateway processes",
+                        room.article, len(room.readers), room.cadence.pass_s * 1000, rate or 0.0)
+        room.warned_slow = slow
+
+    def _deliver(self, reader: Reader, article: str, frame: bytes) -> None:
+        if reader.pending is None and reader.transport.get_write_buffer_size() < self.write_buffer_high:
+            self.frames_written += _send(reader.transport, frame)
+        else:
+            self._hold(reader, article, frame)
+
+    def _write_all(self, readers: Iterable[Reader], article: str, frame: bytes) -> None:
         high = self.write_buffer_high
         written = 0
         # The hot loop of the whole service: keep it to a size check and a write per reader.
         for reader in readers:
-            if check_membership and article not in reader.articles:
-                continue  # left the room (or closed) while the pass yielded
             transport = reader.transport
             if reader.pending is None and transport.get_write_buffer_size() < high:
                 written += _send(transport, frame)

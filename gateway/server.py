@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.datastructures import Headers
@@ -104,6 +104,10 @@ class Metrics:
             "gateway_identities", "New identities, issued or refused past the per-address limit", ["outcome"],
             registry=self.registry,
         )
+        self.room_pass = Histogram("gateway_room_pass_seconds", "One fan-out trip round a room above the chunk size",
+                                   buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1, 2.5), registry=self.registry)
+        self.room_rate = Gauge("gateway_room_updates_per_second", "Totals per second each reader of a room above "
+                               "the chunk size gets", ["article"], registry=self.registry)
 
 
 class Gateway:
@@ -131,7 +135,8 @@ class Gateway:
         self.identity_limiter = KeyedRateLimiter(
             config.identities_per_minute / 60, config.identity_burst, config.identity_limiter_addresses
         )
-        self.rooms = RoomRegistry(write_buffer_high=config.write_buffer_high, on_open=feed.follow, on_close=feed.unfollow)
+        self.rooms = RoomRegistry(write_buffer_high=config.write_buffer_high, on_open=feed.follow, on_close=feed.unfollow,
+                                  on_pass=lambda room, seconds: self.metrics.room_pass.observe(seconds))
         self.metrics = Metrics()
         self.metrics.max_connections.set(config.max_connections)
         self.readers: set[Reader] = set()
@@ -187,7 +192,9 @@ class Gateway:
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
+            # Stop accepting, then close every websocket with 1012 (service restart, RFC 6455
+            # 7.4.1 / IANA registry): clients reconnect to another gateway at once.
+            self._server.close(code=1012, reason="gateway restarting; reconnect")
             try:
                 # Close handshakes are bounded by close_timeout, but a stop must be bounded
                 # whatever thousands of peers do.
@@ -274,6 +281,9 @@ class Gateway:
             self.metrics.frames_out.set(self.rooms.frames_written)
             self.metrics.frames_conflated.set(self.rooms.frames_conflated)
             self.metrics.backlogged_readers.set(len(self.rooms._backlogged))
+            self.metrics.room_rate.clear()
+            for room in self.rooms.large_rooms():
+                self.metrics.room_rate.labels(room.article).set(room.cadence.updates_per_second or 0.0)
             return respond(200, generate_latest(self.metrics.registry), "text/plain; version=0.0.4")
         if path == "/":
             return await self._index_page(query)

@@ -24,7 +24,8 @@ SCENARIO_DEFAULTS: dict[str, dict[str, object]] = {
 
 HELP = {
     "fanout": "N readers of one article: gateway delivered frames/s vs a bare websockets broadcast baseline",
-    "hot": "N readers of one article while clappers tap at --clap-rate; convergence, loss, latency, updates/s",
+    "hot": "N readers of one article while clappers tap at --clap-rate, first against the Node reference of our "
+           "contract, then the gateway: per-clap latency, updates/s per reader, ratios; convergence, loss",
     "platform": "many connections over many articles across --gateway URLs; idle memory, routing",
     "ingest": "clappers only, at --clap-rate; acked claps/s and acks vs final totals (distributed pipeline)",
     "all": "smoke: fanout then hot, each against an embedded gateway this tool starts",
@@ -71,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--settle-timeout", dest="settle_timeout_s", type=float, help="seconds to wait for convergence")
     c.add_argument("--click-rate", type=float, help="taps per second of one clapper (default 8)")
     c.add_argument("--batch-ms", type=float, help="client-side batching of taps (default 250)")
+    c.add_argument("--clap-count", type=int, choices=(0, 1),
+                   help="1: every tap is its own clap of count 1, so --clap-rate is clap events/s "
+                        "(the hot benchmark's load); 0 (default): taps batched every --batch-ms")
+    c.add_argument("--no-reference", dest="reference", action="store_false", default=None,
+                   help="hot: skip the Node reference phase (loadtest/reference) that runs first by default")
     c.add_argument("--articles-per-session", type=int, help="articles one clapper session claps on")
     c.add_argument("--overclap-share", type=float, help="share of clappers tapping past the 50 cap (default 0.05)")
     c.add_argument("--close-sessions-at-end", action="store_true", default=None,

@@ -1,6 +1,7 @@
 """Turning what the reader processes and clappers sent back into the numbers of a phase."""
 from __future__ import annotations
 
+import bisect
 import statistics
 from collections import Counter
 from typing import Any
@@ -73,6 +74,41 @@ def fanout_spreads(results: list[dict[str, Any]], start: float, end: float) -> d
             **{f"{k}_ms": v for k, v in quantiles(full, (50, 95, 99, 100)).items()}}
 
 
+def per_clap_latency(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per method (``loadtest.clap_latency``): percentiles over every (clap, reader) pair of all processes."""
+    methods: dict[str, dict[str, Any]] = {}
+    for result in results:
+        for method, part in (result.get("per_clap") or {}).items():
+            into = methods.setdefault(method, {"histogram": {}, "pairs": 0, "never": 0})
+            into["histogram"] = merge_histograms([into["histogram"], part["histogram"]])
+            into["pairs"] += part["pairs"]
+            into["never"] += part["never"]
+    return {method: {**percentiles_ms(m["histogram"], (50, 95, 99, 99.9)), "pairs": m["pairs"], "never": m["never"],
+                     "_histogram": m["histogram"]} for method, m in methods.items()}
+
+
+def announcements_missed(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Totals announced (received by at least one reader) that a reader did not get, between its
+    first and last: conflation for a slow reader, or a pass that never reached it. Positions may
+    skip numbers (log-derived seqs), so this counts against what was announced, not seq gaps."""
+    if not any("announced" in r for r in results):
+        return None
+    announced: dict[str, set[int]] = {}
+    for result in results:
+        for article, seqs in result.get("announced", {}).items():
+            announced.setdefault(article, set()).update(seqs)
+    ordered = {article: sorted(seqs) for article, seqs in announced.items()}
+    missed_per_reader: list[int] = []
+    for result in results:
+        for article, first, last, received in result.get("reader_seq_spans", []):
+            seqs = ordered[article]
+            between = bisect.bisect_right(seqs, last) - bisect.bisect_right(seqs, first)
+            missed_per_reader.append(between - (received - 1))
+    return {"announcements": sum(len(s) for s in ordered.values()), "missed": sum(missed_per_reader),
+            "readers_missing_some": sum(1 for m in missed_per_reader if m > 0),
+            "frames_not_logged": sum(r.get("frames_not_logged", 0) for r in results)}
+
+
 def summarize_readers(results: list[dict[str, Any]], start: float, end: float) -> dict[str, Any]:
     errors: Counter[str] = Counter()
     for result in results:
@@ -103,6 +139,8 @@ def summarize_readers(results: list[dict[str, Any]], start: float, end: float) -
                 (s, percentiles_ms(h, (50, 99))) for s, h in sorted(by_second.items())
             ],
         },
+        "per_clap_latency_ms": per_clap_latency(results),
+        "announcements_missed": announcements_missed(results),
         "_latency_histogram": merge_histograms(by_second.values()),
         "_rates": rates,
     }

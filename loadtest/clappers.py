@@ -12,6 +12,12 @@ Every clap message is accounted for: acked (durably logged), refused (error code
 ``sum over users of min(50, claps acked)`` per article, and with the unknowns counted too as an
 upper bound.
 
+With ``one_per_message`` (``--clap-count 1``) every tap is sent at once as its own clap of
+count 1: ``rate`` clap events per second, the hot article's benchmark load.
+
+Every acked clap is also recorded with its send time, ack time and the ack's ``seq`` when the
+server gives one: the per-clap latency (``loadtest.clap_latency``) is computed from these.
+
 Clappers run in their own processes so that their websocket work does not share an event loop
 with the orchestrator's sampling.
 """
@@ -61,6 +67,12 @@ class ClapPlan:
     close_at_end: bool = False
     processes: int = 1
     seed: int = 7
+    one_per_message: bool = False  # every tap its own clap of count 1, sent at once
+
+    @property
+    def send_interval_s(self) -> float:
+        """How often a clapper looks at its taps: each batch, or each tap's own moment."""
+        return 1.0 / self.click_rate if self.one_per_message else self.batch_ms / 1000
 
     @property
     def clappers(self) -> int:
@@ -86,6 +98,8 @@ class Ledger:
     taps_per_second: dict[int, int] = field(default_factory=dict)
     acks_per_second: dict[int, int] = field(default_factory=dict)  # claps acked, by ack time
     ack_latency: Histogram = field(default_factory=dict)
+    # Every acked clap message: (article, sent, acked, the ack's seq or -1), Unix seconds.
+    claps: list[tuple[str, float, float, int]] = field(default_factory=list)
 
     def merge(self, other: Ledger) -> None:
         for name in ("acked_capped", "upper_capped", "acked", "tapped", "unknown", "refused", "session_errors"):
@@ -96,6 +110,15 @@ class Ledger:
                 into[key] = into.get(key, 0) + value
         self.messages += other.messages
         self.sessions += other.sessions
+        self.claps.extend(other.claps)
+
+    def claps_for_readers(self, start: float, end: float) -> dict[str, object]:
+        """What reader processes need to time every clap sent in [start, end) to every reader."""
+        by_article: dict[str, list[tuple[float, float, int]]] = {}
+        for article, sent, acked, seq in self.claps:
+            if start <= sent < end:
+                by_article.setdefault(article, []).append((sent, acked, seq))
+        return {"window": (start, end), "by_article": by_article}
 
 
 def bump(series: dict[int, int], key: int, by: int = 1) -> None:
@@ -141,6 +164,8 @@ class Session:
             self.ledger.acked[sent.article] += sent.count
             bump(self.ledger.acks_per_second, int(now), sent.count)
             bump(self.ledger.ack_latency, bucket_of((now - sent.at) * 1e6))
+            seq = doc.get("seq")
+            self.ledger.claps.append((sent.article, sent.at, now, seq if isinstance(seq, int) else -1))
         else:
             self.ledger.refused[doc.get("code", "error")] += sent.count
         if not self.pending:
@@ -180,8 +205,8 @@ class Clapper:
         self.sessions = 0
 
     async def run(self) -> None:
-        # Spread the first taps over one batch interval so the clappers do not send in lockstep.
-        await asyncio.sleep(self.rng.uniform(0, self.plan.batch_ms / 1000))
+        # Spread the first taps over one interval so the clappers do not send in lockstep.
+        await asyncio.sleep(self.rng.uniform(0, self.plan.send_interval_s))
         closing: set[asyncio.Task[None]] = set()
         while time.time() < self.end_at:
             target = self.plan.targets[(self.index + self.sessions) % len(self.plan.targets)]
@@ -231,7 +256,7 @@ class Clapper:
     async def _tap_article(self, session: Session, article: str) -> None:
         overclap = self.rng.random() < self.plan.overclap_share
         taps_left = self.plan.overclap_taps if overclap else self.plan.taps_per_article
-        interval = self.plan.batch_ms / 1000
+        interval = self.plan.send_interval_s
         accumulated = 0.0
         last = time.time()
         while taps_left > 0:
@@ -246,7 +271,11 @@ class Clapper:
             if count:
                 accumulated -= count
                 taps_left -= count
-                await session.clap(article, count)
+                if self.plan.one_per_message:
+                    for _ in range(count):
+                        await session.clap(article, 1)
+                else:
+                    await session.clap(article, count)
 
 
 async def _run_process(plan: ClapPlan, process: int) -> Ledger:

@@ -19,6 +19,10 @@ class HttpError(Exception):
 
 
 async def request_json(method: str, url: str, *, timeout_s: float = 10.0, headers: dict[str, str] | None = None) -> Any:
+    return orjson.loads(await request_body(method, url, timeout_s=timeout_s, headers=headers))
+
+
+async def request_body(method: str, url: str, *, timeout_s: float = 10.0, headers: dict[str, str] | None = None) -> bytes:
     parts = urlsplit(url)
     if parts.hostname is None or parts.port is None:
         raise ValueError(f"need http://host:port/... not {url!r}")
@@ -39,7 +43,7 @@ async def request_json(method: str, url: str, *, timeout_s: float = 10.0, header
     status = int(status_line[1]) if len(status_line) > 1 else 0
     if status != 200:
         raise HttpError(status, body)
-    return orjson.loads(body)
+    return body
 
 
 async def wait_healthy(base_url: str, timeout_s: float) -> dict[str, Any]:

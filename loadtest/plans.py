@@ -49,6 +49,7 @@ class ReaderPlan:
     connect_timeout_s: float = 20.0
     connect_attempts: int = 3
     max_lifetime_s: float = 900.0  # a reader process exits by itself after this, whatever happens
+    log_frames: bool = False  # log every live total per reader, for per-clap latency (hot)
 
     def readers_of(self, process: int) -> range:
         return range(process, self.readers, self.processes)

@@ -12,6 +12,10 @@ Each reader checks every frame: the article (routing), the position (skipped = `
 gateway conflated away for a slow reader; totals are absolute, so a skip loses no claps; duplicate;
 out of order), and the latency ``receive time - at``. "Lost" is decided by the orchestrator: a
 reader that does not end on its gateway's final total.
+
+With ``plan.log_frames`` every live total is also logged (reader, seq, at, receive time), and at
+``finish`` the orchestrator sends the clappers' claps: each clap's latency to each reader is then
+computed here, where the log is (``loadtest.clap_latency``).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from loadtest.clap_latency import METHODS, ClapRecord, ClapTimes, FrameLog, pair_latencies
 from loadtest.plans import ReaderPlan, Target
 from loadtest.stats import MAX_BUCKET, SUB_BUCKETS, Histogram, bucket_of
 from loadtest.wsframes import (
@@ -48,6 +53,7 @@ IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 PROGRESS_INTERVAL_S = 0.5
 MAX_LATENCY_SAMPLES = 40_000_000  # 160 MB of float32 per process; beyond it samples are only counted
 MAX_SPANS = 200_000  # distinct updates whose first/last arrival is tracked
+MAX_LOGGED_FRAMES = 12_000_000  # 28 bytes each: ~340 MB per process at most
 RECV_SIZE = 65536
 
 CONNECTING, HANDSHAKE, OPEN, CLOSED = range(4)
@@ -147,6 +153,8 @@ class ReaderLoop:
         self.spans: dict[bytes, list[float]] = {}
         self.connect_latency: Histogram = {}
         self.marks: list[tuple[str, float, array]] = []
+        self.frame_log: FrameLog | None = FrameLog() if plan.log_frames else None
+        self.frames_not_logged = 0
         self.done = False
 
     # -- the loop ----------------------------------------------------------------------------
@@ -390,6 +398,11 @@ class ReaderLoop:
         # (a newer epoch is a rebuild: positions restart and there is nothing to compare)
         conn.epoch, conn.seq, conn.total = epoch, seq, doc["total"]
         conn.updates += 1
+        if self.frame_log is not None:
+            if len(self.frame_log) < MAX_LOGGED_FRAMES:
+                self.frame_log.add(conn.reader, seq, doc["at"], now)
+            else:
+                self.frames_not_logged += 1
         second = int(now)
         self.updates[second] = self.updates.get(second, 0) + 1
         self.samples.add(second, now * 1000.0 - doc["at"])
@@ -418,7 +431,7 @@ class ReaderLoop:
                 elif name == "converge":
                     self._send(("converge", self.index, self._convergence(command[1])))
                 elif name == "finish":
-                    self._finish()
+                    self._finish(command[1] if len(command) > 1 else None)
         except (EOFError, OSError):
             self.done = True
 
@@ -447,13 +460,38 @@ class ReaderLoop:
                     examples.append((conn.article, conn.total, want))
         return {"checked": checked, "behind": behind, "examples": examples}
 
-    def _finish(self) -> None:
+    def _finish(self, claps: dict[str, Any] | None = None) -> None:
         for conn in list(self.conns.values()):
             conn.finishing = True
             self._drop(conn)
         self.connecting.clear()
-        self._send(("result", self.index, self._result()))
+        result = self._result()
+        if self.frame_log is not None:
+            result.update(self._frame_log_result(claps))
+        self._send(("result", self.index, result))
         self.done = True
+
+    def _frame_log_result(self, claps: dict[str, Any] | None) -> dict[str, Any]:
+        """Which totals each reader got (for the announcements it missed) and, given the claps
+        of the measured window, the per-clap latency histograms of this process's readers."""
+        assert self.frame_log is not None
+        announced: dict[str, set[int]] = {}
+        spans: list[tuple[str, int, int, int]] = []  # article, first seq, last seq, totals received
+        articles = {conn.reader: conn.article for conn in self.open}
+        for reader, seqs, _, _ in self.frame_log.per_conn():
+            article = articles.get(reader)
+            if article is None:
+                continue
+            announced.setdefault(article, set()).update(seqs.tolist())
+            spans.append((article, int(seqs[0]), int(seqs[-1]), len(seqs)))
+        out: dict[str, Any] = {"announced": {a: sorted(s) for a, s in announced.items()}, "reader_seq_spans": spans,
+                               "frames_logged": len(self.frame_log), "frames_not_logged": self.frames_not_logged}
+        if claps:
+            start, end = claps["window"]
+            times = {article: ClapTimes(ClapRecord(article, *row) for row in rows).within(start, end)
+                     for article, rows in claps["by_article"].items()}
+            out["per_clap"] = pair_latencies(self.frame_log, articles, times, METHODS)
+        return out
 
     def _result(self) -> dict[str, Any]:
         conns = self.open

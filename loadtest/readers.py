@@ -6,7 +6,9 @@ process may have), and talks to them over a pipe:
     child -> parent   ("progress", index, {...})             every 0.5 s while alive
     parent -> child   ("mark", name)                         snapshot per-reader update counts now
     parent -> child   ("converge", {(target, article): total}) -> ("converge", index, {...})
-    parent -> child   ("finish",)                            close everything -> ("result", index, {...})
+    parent -> child   ("finish", claps or None)              close everything -> ("result", index, {...});
+                      claps = {"window": (start, end), "by_article": {article: [(sent, acked, ack_seq)]}}
+                      makes processes that log frames compute per-clap latency for their readers
 """
 from __future__ import annotations
 
@@ -120,8 +122,8 @@ class ReaderFleet:
             "processes_answered": len(replies),
         }
 
-    async def finish(self, timeout_s: float = 60.0) -> list[dict[str, Any]]:
-        self._broadcast(("finish",))
+    async def finish(self, claps: dict[str, Any] | None = None, timeout_s: float = 180.0) -> list[dict[str, Any]]:
+        self._broadcast(("finish", claps))
         replies = await self._gather("result", timeout_s)
         self.stop()
         return [replies[i] for i in sorted(replies)]

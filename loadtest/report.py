@@ -21,6 +21,7 @@ def write_all(result: dict[str, Any], private: dict[str, Any], out_dir: Path) ->
     )
     images = [name for name in (
         plot_latency(private, out_dir),
+        plot_per_clap_latency(private, out_dir),
         plot_throughput(result, out_dir),
         plot_cpu(result, out_dir),
         plot_memory(result, out_dir),
@@ -62,6 +63,33 @@ def plot_latency(private: dict[str, Any], out_dir: Path) -> str | None:
     fig.savefig(out_dir / "latency.png", dpi=90)
     plt.close(fig)
     return "latency.png"
+
+
+def plot_per_clap_latency(private: dict[str, Any], out_dir: Path) -> str | None:
+    """Cumulative share of (clap, reader) pairs by latency, per phase and method."""
+    curves = [(f"{label} {method}", histogram) for label, p in private.items()
+              for method, histogram in (p.get("per_clap") or {}).items() if histogram]
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for name, histogram in curves:
+        buckets = sorted(histogram)
+        total = sum(histogram.values())
+        running, cdf = 0, []
+        for b in buckets:
+            running += histogram[b]
+            cdf.append(running / total)
+        ax.plot([bucket_value_us(b) / 1000 for b in buckets], cdf, label=f"{name} ({total:,} pairs)")
+    ax.set_xscale("log")
+    ax.set_xlabel("per clap: its send to a reader's first total that includes it, ms")
+    ax.set_ylabel("cumulative share of (clap, reader) pairs")
+    ax.axhline(0.99, color="grey", linestyle=":")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "per_clap_latency.png", dpi=90)
+    plt.close(fig)
+    return "per_clap_latency.png"
 
 
 def plot_throughput(result: dict[str, Any], out_dir: Path) -> str | None:
@@ -210,7 +238,7 @@ def phase_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
             rows += [
                 (label, "readers connected / failed", f"{_fmt(readers['connected'])} / {_fmt(readers['failed'])}"),
                 (label, "delivered frames/s median (p5..p95)", f"{_fmt(fps['median_per_s'])} ({_fmt(fps.get('p5'))}..{_fmt(fps.get('p95'))})"),
-                (label, "latency ms p50 / p95 / p99 / max", " / ".join(_fmt(lat.get(k)) for k in ("p50", "p95", "p99", "max"))),
+                (label, "per-update latency ms (receive - at) p50 / p95 / p99 / max", " / ".join(_fmt(lat.get(k)) for k in ("p50", "p95", "p99", "max"))),
                 (label, "updates/s per reader min / p1 / p50", " / ".join(_fmt(rates.get(k)) for k in ("p0", "p1", "p50"))),
                 (label, "one update to all readers, ms p50 / p99 (fan-out spread)",
                  f"{_fmt(readers['fanout_spread'].get('p50_ms'))} / {_fmt(readers['fanout_spread'].get('p99_ms'))}"),
@@ -219,6 +247,20 @@ def phase_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                             + [_fmt(readers[k]) for k in ("skipped", "duplicates", "out_of_order", "misrouted")])),
                 (label, "reader CPU seconds (all processes)", _fmt(readers["reader_cpu_s"])),
             ]
+            for method, clap in readers.get("per_clap_latency_ms", {}).items():
+                rows.append((label, f"per-clap latency ms p50 / p95 / p99 / max ({method})",
+                             " / ".join(_fmt(clap.get(k)) for k in ("p50", "p95", "p99", "max"))
+                             + f" over {_fmt(clap['pairs'])} pairs, never {_fmt(clap['never'])}"))
+            missed = readers.get("announcements_missed")
+            if missed:
+                rows.append((label, "announced totals / missed by a reader (readers)",
+                             f"{_fmt(missed['announcements'])} / {_fmt(missed['missed'])} ({_fmt(missed['readers_missing_some'])})"))
+        for server, values in phase.get("room_metrics", {}).items():
+            rates = [f"{v:.2f}" for k, v in values.items() if k.startswith("gateway_room_updates_per_second")]
+            count, total = values.get("gateway_room_pass_seconds_count"), values.get("gateway_room_pass_seconds_sum")
+            mean = f"{1000 * total / count:.0f} ms" if count and total is not None else "-"
+            rows.append((label, f"{server} /metrics at the end: room updates/s per reader; passes (mean)",
+                         f"{', '.join(rates) or '-'}; {_fmt(int(count or 0))} ({mean})"))
         if "clappers" in phase:
             c = phase["clappers"]
             rows += [
@@ -252,6 +294,8 @@ def summary_text(result: dict[str, Any], report: Path | None = None) -> str:
         f = result["fanout_ratio"]
         lines.append(f"  fan-out: gateway {_fmt(f['gateway_frames_per_s_median'])} / baseline "
                      f"{_fmt(f['baseline_frames_per_s_median'])} frames/s = ratio {_fmt(f['ratio'])}")
+    if "versus_reference" in result:
+        lines += versus_reference_lines(result["versus_reference"])
     if "calibration" in result:
         c = result["calibration"]
         lines.append(f"  raw socket.send on this machine: sender {_fmt(c['sender_cpu_us_per_frame'])} µs/frame, receiver "
@@ -262,6 +306,18 @@ def summary_text(result: dict[str, Any], report: Path | None = None) -> str:
     if report is not None:
         lines.append(f"  report: {report}")
     return "\n".join(lines)
+
+
+def versus_reference_lines(versus: dict[str, Any]) -> list[str]:
+    ref, gw, ratios = versus["reference"], versus["gateway"], versus["ratios"]
+    lines = [f"  versus the reference (per clap: {versus['method']}):",
+             f"    {'':<10} {'p50 ms':>8} {'p99 ms':>8} {'upd/s/reader p50':>17} {'min':>6}"]
+    for name, row in (("reference", ref), ("gateway", gw)):
+        lines.append(f"    {name:<10} {_fmt(row['per_clap_p50_ms']):>8} {_fmt(row['per_clap_p99_ms']):>8} "
+                     f"{_fmt(row['updates_per_reader_p50']):>17} {_fmt(row['updates_per_reader_min']):>6}")
+    lines.append(f"    {'ratio':<10} {_fmt(ratios['per_clap_p50']):>8} {_fmt(ratios['per_clap_p99']):>8} "
+                 f"{_fmt(ratios['updates_per_reader_p50']):>17} {_fmt(ratios['updates_per_reader_min']):>6}")
+    return lines
 
 
 def render_html(result: dict[str, Any], images: list[str]) -> str:
@@ -283,9 +339,12 @@ def render_html(result: dict[str, Any], images: list[str]) -> str:
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto}} table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}} img{{max-width:100%}}</style></head><body>
 <h1>loadtest: {html.escape(result['scenario'])}</h1>
-<p>Latency is <code>reader receive time - at</code>, where <code>at</code> is the gateway's receive time of the newest clap
-in the update (same host, same clock): an older clap in the same window waited up to one window longer. Client-side
-batching ({result['options']['batch_ms']} ms) happens before <code>at</code> and is not included.</p>
+<p>Per-update latency is <code>reader receive time - at</code>, where <code>at</code> is the gateway's receive time of the
+newest clap in the update (same host, same clock): an older clap in the same window waited up to one window longer.
+Per-clap latency (hot) is from each clap's send to each reader's first total that includes it, every clap to every
+reader (see loadtest/README.md). Client-side batching, when used ({result['options']['batch_ms']} ms), happens before
+the send and is not included.</p>
+{"<h2>Versus the reference</h2><pre>" + html.escape(chr(10).join(versus_reference_lines(result["versus_reference"]))) + "</pre>" if "versus_reference" in result else ""}
 <h2>Checks</h2>{table(["", "check", "value", "target"], checks)}
 {table(["calibration: raw socket.send, one frame per socket", "value"], sorted(result["calibration"].items())) if "calibration" in result else ""}
 <h2>Numbers</h2>{table(["phase", "metric", "value"], phase_rows(result))}

@@ -1,4 +1,4 @@
-"""Servers the load test starts itself: the embedded gateway and the baseline, and py-spy.
+"""Servers the load test starts itself: the embedded gateway, the baseline, the Node reference, and py-spy.
 
 Each is a child process whose pid is recorded when it starts; stopping sends SIGTERM to that
 pid only (SIGKILL after a grace period), never to a process found by name.
@@ -169,6 +169,42 @@ async def start_baseline(log_dir: Path, *, port: int | None = None) -> ManagedPr
     argv = [sys.executable, "-m", "loadtest.baseline", "--port", str(port)]
     popen = _spawn("baseline", argv, env, log_dir / "baseline.log")
     process = ManagedProcess("baseline", popen, log_dir / "baseline.log", f"http://127.0.0.1:{port}")
+    try:
+        await _wait_ready(process, 30)
+    except BaseException:
+        await process.stop()
+        raise
+    return process
+
+
+REFERENCE_DIR = REPO_ROOT / "loadtest" / "reference"
+
+
+def ensure_reference_installed() -> None:
+    """``npm ci`` the reference's locked packages into loadtest/reference/node_modules (git-ignored),
+    once, and again whenever package-lock.json is newer than the install."""
+    stamp = REFERENCE_DIR / "node_modules" / ".package-lock.json"
+    lock = REFERENCE_DIR / "package-lock.json"
+    if stamp.exists() and stamp.stat().st_mtime >= lock.stat().st_mtime:
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("the reference server needs Node.js and npm (apt-get install nodejs npm)")
+    subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--omit=dev"], cwd=REFERENCE_DIR, check=True,
+                   stdin=subprocess.DEVNULL, timeout=300)
+
+
+async def start_reference(log_dir: Path, *, window_ms: int = 100, port: int | None = None) -> ManagedProcess:
+    """The ideal reference (loadtest/reference/server.js): our public contract from memory, in Node."""
+    await asyncio.to_thread(ensure_reference_installed)
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeError("the reference server needs Node.js (apt-get install nodejs)")
+    port = port or free_port()
+    argv = [node, str(REFERENCE_DIR / "server.js"), "--port", str(port), "--window-ms", str(window_ms)]
+    popen = _spawn("reference", argv, dict(os.environ), log_dir / "reference.log")
+    process = ManagedProcess("reference", popen, log_dir / "reference.log", f"http://127.0.0.1:{port}",
+                             {"window_ms": str(window_ms)})
     try:
         await _wait_ready(process, 30)
     except BaseException:
