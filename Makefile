@@ -8,6 +8,10 @@ RUN_DIR := .run
 LOGS := $(RUN_DIR)/logs
 PROC := bash deploy/local/proc.sh
 SERVICES := bash deploy/local/services.sh
+# The replicated deployment (`make up-ha`); every address is an HA_* variable, see deploy/local/ha.sh.
+HA := bash deploy/local/ha.sh
+HA_RUN_DIR ?= $(RUN_DIR)/ha
+export HA_RUN_DIR
 # kustomize renders deploy/k8s for the manifest tests (tests/deploy). Built from the Go module
 # proxy at a pinned version into .lib/, so a fresh machine needs only Go, which it has.
 KUSTOMIZE_VERSION := v5.7.1
@@ -16,12 +20,15 @@ KUSTOMIZE := .lib/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 DIST_ENV := CLAP_MODE=distributed KAFKA_BOOTSTRAP=127.0.0.1:9092 CASSANDRA_HOSTS=127.0.0.1 \
             CLAP_SECRET=$${CLAP_SECRET:-local-dev-secret-change-me} PYTHONPATH=$(CURDIR)
 
-.PHONY: help runtime venv browser tools run up down status test test-unit test-fast bench clean
+.PHONY: help runtime venv browser tools run up up-ha chaos rebuild down status test test-unit test-fast bench clean
 
 help:
 	@echo "make run    - the embedded service on http://127.0.0.1:$(PORT) (installs what it needs)"
 	@echo "make test   - the whole suite: unit, contract, integration, browser (installs and starts everything)"
 	@echo "make up     - real Kafka + Cassandra + processor + projector + gateway on :$(PORT); make down stops them"
+	@echo "make up-ha  - 3 Kafka brokers, 3 Cassandra nodes, 2 gateways (:8000, :8001), 2 Faust workers, 2 projectors"
+	@echo "make chaos  - the fault suite against make up-ha (docs/RELIABILITY.md)"
+	@echo "make rebuild EPOCH=N - rebuild every count from the clap log at epoch N, live, and compare"
 	@echo "make bench  - the load test scenarios (see loadtest/README.md)"
 
 # Two stamps: `make run` needs only the runtime packages (seconds on a warm cache); the test
@@ -64,16 +71,44 @@ up: runtime
 	$(PROC) start processor $(LOGS)/processor.log -- env $(DIST_ENV) $(PY) -m processor worker -l info || true
 	$(PROC) start projector $(LOGS)/projector.log -- env $(DIST_ENV) $(PY) -m projector || true
 	$(PROC) start gateway $(LOGS)/gateway.log -- env $(DIST_ENV) PORT=$(PORT) $(PY) -m gateway || true
-	$(PROC) wait-http http://127.0.0.1:$(PORT)/healthz 60
+	@# Return only when every service is ready: the processor has restored its tables (GET /ready),
+	@# the projector consumes (its log line since its last start), the gateway takes readers.
+	$(PROC) wait-http http://127.0.0.1:$${PROCESSOR_WEB_PORT:-6066}/ready 300
+	@timeout 60 bash -c 'until tac $(LOGS)/projector.log | sed "/proc.sh start projector/q" | grep -q "projector consuming"; do sleep 0.2; done' \
+	  || { echo "projector not consuming within 60 s; see $(LOGS)/projector.log" >&2; exit 1; }
+	$(PROC) wait-http http://127.0.0.1:$(PORT)/readyz 60
 	@echo "up: http://127.0.0.1:$(PORT)/  (logs in $(LOGS)/; make down stops everything)"
 
+up-ha: runtime
+	$(HA) up
+
+# The fault suite needs the test packages and a running `make up-ha` (started if it is not).
+# CHAOS_ARGS passes options, e.g. CHAOS_ARGS="--faults gateway-kill,leader-kill".
+chaos: venv
+	$(HA) up
+	$(PY) -m loadtest.chaos $(CHAOS_ARGS)
+
+# Rebuild at a new epoch: against `make up-ha` when it has run (2 workers), else `make up` (1).
+# RETIRE=name,name stops those old-epoch workers once the rebuilt totals match.
+rebuild: runtime
+	@[ -n "$(EPOCH)" ] || { echo "usage: make rebuild EPOCH=N [WORKERS=n] [RETIRE=processor1,processor2]" >&2; exit 64; }
+	@if [ -f $(HA_RUN_DIR)/deployment.env ]; then \
+	  $(PY) -m processor.rebuild --epoch $(EPOCH) --workers $${WORKERS:-2} --env-file $(HA_RUN_DIR)/deployment.env \
+	    --run-dir $(HA_RUN_DIR) $${RETIRE:+--retire $$RETIRE} --recount; \
+	else \
+	  env $(DIST_ENV) $(PY) -m processor.rebuild --epoch $(EPOCH) --workers $${WORKERS:-1} --run-dir $(RUN_DIR) \
+	    $${RETIRE:+--retire $$RETIRE} --recount; \
+	fi
+
 down:
+	-$(HA) down
 	-$(PROC) stop gateway
 	-$(PROC) stop projector
 	-$(PROC) stop processor
 	$(SERVICES) down
 
 status:
+	-@$(HA) status
 	-$(SERVICES) status
 	-@for p in processor projector gateway; do $(PROC) status $$p && echo "$$p running" || echo "$$p stopped"; done
 

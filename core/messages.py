@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from core.validation import MAX_CLAPS_PER_MESSAGE, is_valid_id
+
 SCHEMA_VERSION = 1
 CLAP = "clap"
 UNDO = "undo"
@@ -52,10 +54,19 @@ class ClapRecorded:
         kind = doc.get("type", CLAP)
         if kind not in (CLAP, UNDO):
             raise ValueError(f"unknown clap log record type {kind!r}")
+        # The log is open to any producer with access: a record the schema refuses counts nothing
+        # (adapters skip it as malformed), so the processor and an analytics consumer that checks
+        # clap-recorded.v1.json agree on what counted.
+        count = 0 if kind == UNDO else doc["count"]
+        if kind == CLAP and (type(count) is not int or not 1 <= count <= MAX_CLAPS_PER_MESSAGE):
+            raise ValueError(f"clap count {count!r} is not an integer 1..{MAX_CLAPS_PER_MESSAGE}")
+        for field in ("article", "user", "id"):
+            if not is_valid_id(doc[field]):
+                raise ValueError(f"{field} {doc[field]!r} is not a valid id")
         return cls(
             article=doc["article"],
             user=doc["user"],
-            count=0 if kind == UNDO else int(doc["count"]),
+            count=count,
             clap_id=doc["id"],
             at_ms=int(doc["at"]),
             kind=kind,

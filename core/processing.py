@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 
-from core.ledger import ArticleTally, UserClaps, apply_clap, apply_undo
+from core.ledger import Applied, ArticleTally, UserClaps, apply_clap, apply_undo
 from core.messages import ClapRecorded, CountChanged
 
 KEY_SEPARATOR = ":"
@@ -29,6 +29,15 @@ def user_key(article: str, user: str) -> str:
     puts it in the same partition as the article's claps (see ``core.partitioning``).
     """
     return f"{article}{KEY_SEPARATOR}{user}"
+
+
+def apply_event(user: UserClaps, article: ArticleTally, event: ClapRecorded, offset: int) -> Applied:
+    """Apply one clap log event read at ``offset``: a clap batch or an undo. Every recount of the
+    log (the processor, a rebuild's comparison, the fault suite's checker, analytics) goes
+    through here, so they all count alike."""
+    if event.is_undo:
+        return apply_undo(user, article, event.clap_id, offset)
+    return apply_clap(user, article, event.clap_id, event.count, offset)
 
 
 def split_user_key(key: str) -> tuple[str, str]:
@@ -142,10 +151,7 @@ class ClapCounter:
         key = user_key(clap.article, clap.user)
         user = self.users.get(key) or UserClaps()
         article = self.articles.get(clap.article) or ArticleTally()
-        if clap.is_undo:
-            applied = apply_undo(user, article, clap.clap_id, event.offset)
-        else:
-            applied = apply_clap(user, article, clap.clap_id, clap.count, event.offset)
+        applied = apply_event(user, article, clap, event.offset)
         if applied.user is not user:
             self.users[key] = applied.user
         if applied.article is not article:

@@ -192,7 +192,9 @@ class Gateway:
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
+            # Stop accepting, then close every websocket with 1012 (service restart, RFC 6455
+            # 7.4.1 / IANA registry): clients reconnect to another gateway at once.
+            self._server.close(code=1012, reason="gateway restarting; reconnect")
             try:
                 # Close handshakes are bounded by close_timeout, but a stop must be bounded
                 # whatever thousands of peers do.

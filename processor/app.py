@@ -27,6 +27,8 @@ from core.processing import ClapCounter, LogEvent
 from observability.logs import faust_logging_config
 from processor import metrics
 from processor.config import ProcessorConfig
+from processor.readiness import add_ready_page
+from processor.state_store import faust_store_url, worker_state_dir
 
 log = logging.getLogger("processor")
 
@@ -78,7 +80,16 @@ config = ProcessorConfig.from_env()
 app = faust.App(
     config.app_id,
     broker=f"kafka://{config.kafka_bootstrap}",
-    store="memory://",  # state is rebuilt from the changelog topics on (re)assignment
+    # Tables on disk, one directory per worker: a restart replays only the changelog written
+    # since (processor/state_store.py). Standbys keep a copy of other workers' partitions.
+    store=faust_store_url(config.store),
+    datadir=worker_state_dir(config.state_path),
+    table_standby_replicas=config.standby_replicas,
+    # A dead worker's partitions move after the session timeout; a restarted one with the same
+    # instance id takes its own back at once (static membership).
+    broker_session_timeout=config.session_timeout_s,
+    broker_heartbeat_interval=config.heartbeat_interval_s,
+    consumer_group_instance_id=config.group_instance_id,
     topic_partitions=config.partitions,
     topic_replication_factor=config.replication_factor,
     producer_partitioner=article_partitioner,
@@ -112,6 +123,8 @@ users = BatchedTable(users_table, UserClaps.from_dict, UserClaps.to_dict)
 tallies = BatchedTable(tallies_table, ArticleTally.from_dict, ArticleTally.to_dict)
 counter = ClapCounter(users, tallies, epoch=config.epoch)
 metrics.install(app, config.clap_topic)
+# GET /ready: 200 once the tables are restored and no partition holds its totals back.
+add_ready_page(app, catching_up=lambda: counter.catching_up)
 
 
 @app.on_partitions_revoked.connect

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
 
@@ -25,6 +26,25 @@ class ProcessorConfig:
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     log_format: str = "text"  # LOG_FORMAT: json (deploy/k8s) or text (observability/logs.py)
+    # Where the worker keeps its tables between runs: "rocksdb" (on disk under state_dir, so a
+    # restart replays only the changelog written since) or "memory" (replays it all).
+    store: str = "rocksdb"
+    # One directory per worker: two live workers must never share one (see state_path).
+    state_dir: str = "data/processor"
+    # Each worker keeps a copy of this many other workers' partitions, ready to take them over.
+    standby_replicas: int = 1
+    # How long the group waits for a silent worker before moving its partitions. Kafka refuses
+    # less than its group.min.session.timeout.ms (6 s by default); a worker's event loop can
+    # stall for a few seconds on a large batch, so the margin above that is deliberate.
+    session_timeout_s: float = 10.0
+    heartbeat_interval_s: float = 2.0
+    # Kafka static membership: a restarted worker with the same id takes its partitions back at
+    # once instead of waiting out the session timeout. "" turns it off; None derives it.
+    instance_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.store not in ("rocksdb", "memory"):
+            raise ValueError(f"PROCESSOR_STORE must be 'rocksdb' or 'memory', not {self.store!r}")
 
     @property
     def batch_wait_s(self) -> float:
@@ -40,6 +60,24 @@ class ProcessorConfig:
     def app_id(self) -> str:
         # A new epoch is a rebuild from the log: fresh tables, a fresh group reading from offset 0.
         return f"{self.app_prefix}-e{self.epoch}"
+
+    @property
+    def group_instance_id(self) -> str | None:
+        """The worker's stable identity in the consumer group, or None for dynamic membership.
+
+        By default the host name and web port: a host runs one worker per web port, and a pod
+        of a StatefulSet keeps its host name across restarts.
+        """
+        if self.instance_id is None:
+            return f"{socket.gethostname()}-{self.web_port}"
+        return self.instance_id or None
+
+    @property
+    def state_path(self) -> str:
+        """This worker's state directory: one per app id (an epoch is a fresh state) and per web
+        port, so workers of one app on one host (tests, a laptop) never open each other's files,
+        and a worker restarted on the same port finds its own."""
+        return os.path.join(self.state_dir, f"{self.app_id}-{self.web_port}")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ProcessorConfig:
@@ -60,4 +98,10 @@ class ProcessorConfig:
             web_host=env.get("PROCESSOR_WEB_HOST", cls.web_host),
             web_port=int(env.get("PROCESSOR_WEB_PORT", cls.web_port)),
             log_format=env.get("LOG_FORMAT", cls.log_format),
+            store=env.get("PROCESSOR_STORE", cls.store),
+            state_dir=env.get("PROCESSOR_STATE_DIR", cls.state_dir),
+            standby_replicas=int(env.get("PROCESSOR_STANDBY_REPLICAS", cls.standby_replicas)),
+            session_timeout_s=float(env.get("PROCESSOR_SESSION_TIMEOUT_S", cls.session_timeout_s)),
+            heartbeat_interval_s=float(env.get("PROCESSOR_HEARTBEAT_INTERVAL_S", cls.heartbeat_interval_s)),
+            instance_id=env.get("PROCESSOR_INSTANCE_ID", cls.instance_id),
         )

@@ -1,4 +1,5 @@
-"""Create the clap and fan-out topics with their fixed partition counts, and the articles topic.
+"""Create the clap, fan-out and table changelog topics with their fixed partition counts,
+and the articles topic.
 
 The clap topic's partition count is fixed for its life: an article's claps, its per-user state
 and its offsets all live in one partition, so changing the count would move articles between
@@ -24,6 +25,44 @@ from processor.config import ProcessorConfig
 
 log = logging.getLogger("processor.topics")
 
+# The Faust tables of processor/app.py. Their changelog topics are made here, before any worker
+# runs: a worker that asks for a topic's metadata first would have the broker auto-create it
+# with its default partition count, and a changelog must have the clap topic's count.
+TABLE_NAMES = ("user-claps", "article-tallies")
+
+
+def changelog_topic(config: ProcessorConfig, table: str) -> str:
+    """Faust's name for a table's changelog topic."""
+    return f"{config.app_id}-{table}-changelog"
+
+
+def changelog_topics(config: ProcessorConfig) -> list[NewTopic]:
+    return [
+        NewTopic(
+            changelog_topic(config, table), config.partitions, config.replication_factor,
+            topic_configs={"cleanup.policy": "compact", "min.insync.replicas": str(config.min_insync_replicas)},
+        )
+        for table in TABLE_NAMES
+    ]
+
+
+async def ensure_changelog_topics(config: ProcessorConfig) -> None:
+    """This epoch's changelog topics alone: what a worker makes before Faust starts, so that a
+    new epoch started straight away (README, "Replaying the log") gets them right too."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in changelog_topics(config) if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+            log.info("created topics %s", [t.name for t in missing])
+    finally:
+        await admin.close()
+
 
 async def ensure_topics(config: ProcessorConfig) -> None:
     min_isr = str(config.min_insync_replicas)
@@ -48,7 +87,7 @@ async def ensure_topics(config: ProcessorConfig) -> None:
                 config.articles_topic, 1, config.replication_factor,
                 topic_configs={"cleanup.policy": "compact", "min.insync.replicas": min_isr},
             ),
-        ]
+        ] + changelog_topics(config)
         wanted.append(
             NewTopic(
                 # Gateways' reader counts (gateway.presence): one small report per gateway a

@@ -186,6 +186,9 @@ async def test_the_kafka_topics_are_exactly_what_processor_topics_creates(
         await processor.topics.ensure_topics(ProcessorConfig.from_env(job_env))
 
     declared = {t["spec"].get("topicName", t["metadata"]["name"]): t["spec"] for t in of_kind(docs, "KafkaTopic")}
+    # An epoch's changelogs are made by processor.topics and by every worker before Faust starts
+    # (kafka.yaml says why they have no KafkaTopic); the rest must be declared as created.
+    created = [t for t in created if not t.name.endswith("-changelog")]
     assert {t.name for t in created} <= set(declared)
     for topic in created:
         spec = declared[topic.name]

@@ -63,7 +63,8 @@ def start_pipeline(run_id: str, name: str, log_dir, **extra_env: str) -> Pipelin
         pool.submit(asyncio.run, ensure_topics(ProcessorConfig.from_env(env))).result()
     port, processor_web_port, projector_metrics_port = free_port(), free_port(), free_port()
     processor = ServiceProcess(
-        f"{name}-processor", ["-m", "processor", "worker", "-l", "info"], {**env, "PROCESSOR_WEB_PORT": str(processor_web_port)}, log_dir
+        f"{name}-processor", ["-m", "processor", "worker", "-l", "info"],
+        {**env, "PROCESSOR_WEB_PORT": str(processor_web_port), "PROCESSOR_STATE_DIR": str(log_dir / "processor-state")}, log_dir,
     )
     projector = ServiceProcess(
         f"{name}-projector", ["-m", "projector"], {**env, "PROJECTOR_METRICS_PORT": str(projector_metrics_port)}, log_dir
@@ -86,7 +87,8 @@ def start_processor(pipeline: Pipeline, name: str, log_dir, **env: str) -> Servi
     """Another Faust worker of the same app (or, with CLAP_EPOCH, of a rebuild)."""
     return ServiceProcess(
         name, ["-m", "processor", "worker", "-l", "info"],
-        {**pipeline.env, "PROCESSOR_WEB_PORT": str(free_port()), **env}, log_dir,
+        {**pipeline.env, "PROCESSOR_WEB_PORT": str(free_port()), "PROCESSOR_STATE_DIR": str(log_dir / "processor-state"), **env},
+        log_dir,
     )
 
 

@@ -231,3 +231,17 @@ def test_a_partition_already_read_to_its_end_is_live_at_once():
     assert counter.catching_up == {} and counter.is_live(3)
     counter.assign(4, end_offset=40, next_offset=12)
     assert counter.catching_up == {4: 40}
+
+
+def test_a_log_record_the_schema_refuses_counts_nothing():
+    import pytest
+
+    from core.messages import ClapRecorded as Record
+
+    good = clap(count=50).to_json()
+    assert Record.from_json(good).count == 50
+    for bad in (b'{"type":"clap","article":"a","user":"u","count":99,"id":"c","at":0}',
+                b'{"type":"clap","article":"a","user":"u","count":2.5,"id":"c","at":0}',
+                b'{"type":"clap","article":"a b","user":"u","count":1,"id":"c","at":0}'):
+        with pytest.raises(ValueError):
+            Record.from_json(bad)
