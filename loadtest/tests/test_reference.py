@@ -64,6 +64,8 @@ async def test_the_reference_speaks_the_public_contract(tmp_path: Path) -> None:
             assert abs(count["at"] - time.time() * 1000) < 2000
         stored = await request_json("GET", f"{server.base_url}/api/articles/ref-a/claps")
         assert stored == {"article": "ref-a", "total": 50, "seq": 3, "epoch": 1}
+        published = await request_json("PUT", f"{server.base_url}/api/admin/articles/ref-b?title=B")
+        assert published == {"id": "ref-b", "title": "B"}  # the load tool publishes its articles first
     finally:
         await server.stop()
 
