@@ -27,9 +27,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import IllegalStateError
 
-from core.messages import CountChanged, newest_per_article
+from core.messages import CountChanged
 from core.routing import PartitionInterest, shard_of
-from gateway.kafka_adapters import KafkaCountFeed
+from gateway.kafka_adapters import KafkaCountFeed, newest_totals
 
 log = logging.getLogger(__name__)
 
@@ -199,20 +199,15 @@ class PartitionedCountFeed(KafkaCountFeed):
                     batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
                 except IllegalStateError:
                     continue  # the assignment changed under the fetch; the next one is current
-                updates = []
+                followed = []
                 # Positions first, before anything is yielded (a yield lets rooms open and close).
                 for tp, records in batches.items():
                     if not records or tp.partition not in self._next:
                         continue  # a partition closed after these were fetched
                     self._next[tp.partition] = records[-1].offset + 1
                     self.records_read[tp.partition] = self.records_read.get(tp.partition, 0) + len(records)
-                    for record in records:
-                        try:
-                            updates.append(CountChanged.from_json(record.value))
-                        except (ValueError, KeyError, TypeError):
-                            log.warning("skipping malformed count message at %s:%d", record.topic, record.offset)
-                # A gateway that fell behind catches up with the newest total of each article.
-                for update in newest_per_article(updates):
+                    followed.append(records)
+                for update in newest_totals(followed):
                     yield update
         finally:
             self._pinner.cancel()

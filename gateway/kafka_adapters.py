@@ -99,6 +99,19 @@ class KafkaClapLog:
             await self._producer.stop()
 
 
+def newest_totals(batches) -> list[CountChanged]:
+    """The newest total of each article in fetched record batches, malformed records skipped:
+    a gateway that fell behind catches up with one total per article."""
+    updates = []
+    for records in batches:
+        for record in records:
+            try:
+                updates.append(CountChanged.from_json(record.value))
+            except (ValueError, KeyError, TypeError):
+                log.warning("skipping malformed count message at %s:%d", record.topic, record.offset)
+    return newest_per_article(updates)
+
+
 class KafkaCountFeed:
     """The fan-out topic. Every gateway reads all of it, from its end, with no consumer group:
     a gateway that restarts needs only totals from now on, since joins read the store."""
@@ -144,15 +157,7 @@ class KafkaCountFeed:
         try:
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
-                updates = []
-                for records in batches.values():
-                    for record in records:
-                        try:
-                            updates.append(CountChanged.from_json(record.value))
-                        except (ValueError, KeyError, TypeError):
-                            log.warning("skipping malformed count message at %s:%d", record.topic, record.offset)
-                # A gateway that fell behind catches up with the newest total of each article.
-                for update in newest_per_article(updates):
+                for update in newest_totals(batches.values()):
                     yield update
         finally:
             await consumer.stop()

@@ -107,7 +107,7 @@ def main() -> None:
               f"| ${egress_cost(month_gb):,.0f} | {gateways:,} | {frames / FRAMES_PER_GATEWAY_CORE:,.1f} |")
 
     total_bytes = len(CountChanged("a" * 24, 1_234_567, 12, 98_765_432, 1, 1_764_000_000_000).to_json()) + RECORD_OVERHEAD
-    print(f"\n| scale | totals/s on the fan-out topic | feed CPU per gateway, every total (lower bound) | routed by shard | fan-out bytes out of the brokers, every gateway reads all | routed | clap events/s at peak | workers (×2 headroom) vs clap partitions | Cassandra writes/s (totals + reader rows) |")
+    print("\n| scale | totals/s on the fan-out topic | feed CPU per gateway, every total (lower bound) | routed by shard | fan-out bytes out of the brokers, every gateway reads all | routed | clap events/s at peak | workers (×2 headroom) vs clap partitions | Cassandra writes/s (totals + reader rows) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for scale in SCALES:
         gateways = math.ceil(scale.readers / CONNECTIONS_PER_GATEWAY) + 1

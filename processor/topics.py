@@ -52,16 +52,22 @@ async def ensure_changelog_topics(config: ProcessorConfig) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka_bootstrap)
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        missing = [t for t in changelog_topics(config) if t.name not in existing]
-        if missing:
-            try:
-                await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
-            log.info("created topics %s", [t.name for t in missing])
+        await create_missing(admin, changelog_topics(config))
     finally:
         await admin.close()
+
+
+async def create_missing(admin: AIOKafkaAdminClient, wanted: list[NewTopic]) -> list[NewTopic]:
+    """Create the topics of ``wanted`` that do not exist yet; returns those it created."""
+    existing = set(await admin.list_topics())
+    missing = [t for t in wanted if t.name not in existing]
+    if missing:
+        try:
+            await admin.create_topics(missing)
+        except TopicAlreadyExistsError:
+            pass  # another worker or the bootstrap Job was first: as good
+        log.info("created topics %s", [t.name for t in missing])
+    return missing
 
 
 async def ensure_topics(config: ProcessorConfig) -> None:
@@ -69,7 +75,6 @@ async def ensure_topics(config: ProcessorConfig) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka_bootstrap)
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
         wanted = [
             NewTopic(
                 config.clap_topic, config.partitions, config.replication_factor,
@@ -100,13 +105,7 @@ async def ensure_topics(config: ProcessorConfig) -> None:
                 },
             )
         )
-        missing = [t for t in wanted if t.name not in existing]
-        if missing:
-            try:
-                await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
-            log.info("created topics %s", [t.name for t in missing])
+        missing = await create_missing(admin, wanted)
     finally:
         await admin.close()
     if config.articles_topic in {t.name for t in missing}:
