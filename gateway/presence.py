@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 # A reader's socket that is full keeps the newest presence frame per room under this key, apart
 # from the room's count frame (article ids cannot hold a colon).
-PRESENCE_KEY_PREFIX = "presence:"
+PRESENCE_FRAME_KIND = "presence"
 
 
 class PresenceBus(Protocol):
@@ -147,7 +147,7 @@ class Presence:
                 continue
             self._announced[article] = reading
             self.frames_sent += self.rooms.send_to_room(
-                article, PRESENCE_KEY_PREFIX + article, text_frame(presence_frame(article, reading))
+                article, PRESENCE_FRAME_KIND, text_frame(presence_frame(article, reading))
             )
 
     def joined(self, article: str) -> bytes | None:

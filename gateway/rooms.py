@@ -27,6 +27,10 @@ from core.messages import CountChanged, is_newer
 log = logging.getLogger(__name__)
 
 
+# Held frames are keyed by article for totals and by article, this and a kind for a room's other
+# frames; no article id contains it (core.validation), so a leave finds them all.
+ROOM_FRAME_SEPARATOR = "\n"
+
 PING_FRAME = Frame(Opcode.PING, b"").serialize(mask=False)
 
 # Below this a reader of the room notices the count lagging (a person reads ~250 ms as "not
@@ -292,6 +296,8 @@ class RoomRegistry:
         reader.articles = tuple(a for a in reader.articles if a != article)
         if reader.pending:
             reader.pending.pop(article, None)
+            for key in [k for k in reader.pending if k.startswith(article + ROOM_FRAME_SEPARATOR)]:
+                del reader.pending[key]  # the room's other frames (presence) go with it
         room = self.rooms.get(article)
         if room is None:
             return
@@ -443,11 +449,12 @@ class RoomRegistry:
             if not transport.is_closing() and transport.get_write_buffer_size() < high:
                 _send(transport, PING_FRAME)
 
-    def send_to_room(self, article: str, key: str, frame: bytes) -> int:
+    def send_to_room(self, article: str, kind: str, frame: bytes) -> int:
         """Write ``frame`` (not a total) to every reader of ``article`` here; a reader whose socket
-        is full keeps only the newest frame per ``key``. Returns how many readers it reached."""
+        is full keeps only the newest frame of each ``kind`` per room, dropped when it leaves the
+        room. Returns how many readers it reached."""
         room = self.rooms.get(article)
         if room is None:
             return 0
-        self._write_all(room.readers, key, frame)
+        self._write_all(room.readers, article + ROOM_FRAME_SEPARATOR + kind, frame)
         return len(room.readers)

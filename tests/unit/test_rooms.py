@@ -389,3 +389,18 @@ async def test_no_reader_waits_more_than_one_window_plus_one_pass_for_a_newer_to
             first = min(at for s, at in got if s >= seq)
             worst = max(worst, first - arrivals[seq])
     assert worst <= 0.1 + 0.18 + 1e-9
+
+
+async def test_a_slow_reader_holds_one_frame_of_each_kind_per_room_and_none_after_leaving():
+    rooms = RoomRegistry(write_buffer_high=1000)
+    slow = Reader(FakeTransport(buffered=5000))  # its socket is not draining
+    for article in ("a", "b"):
+        rooms.join(slow, article)
+        for n in range(1, 4):
+            await rooms.publish(total(article, n))
+            rooms.send_to_room(article, "presence", f"{article}-reading-{n}".encode())
+    assert slow.pending is not None and sorted(slow.pending.values()) == sorted(
+        [rooms.rooms["a"].frame, rooms.rooms["b"].frame, b"a-reading-3", b"b-reading-3"]
+    )
+    rooms.leave(slow, "a")
+    assert sorted(slow.pending.values()) == sorted([rooms.rooms["b"].frame, b"b-reading-3"])
