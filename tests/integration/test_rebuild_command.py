@@ -52,18 +52,23 @@ async def newest_offsets(bootstrap: str, topic: str) -> dict[str, int]:
     """article -> the offset of its newest event in the clap topic."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(4)]  # CLAP_PARTITIONS of the test pipeline
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
+        last_read = {tp: -1 for tp in tps}
         newest: dict[str, int] = {}
-        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
-            for records in (await consumer.getmany(timeout_ms=500)).values():
+        deadline = time.monotonic() + 60
+        # Read until the last record of every partition has arrived (bounded in time).
+        while any(last_read[tp] < ends[tp] - 1 for tp in tps) and time.monotonic() < deadline:
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
                 for record in records:
                     newest[record.key.decode()] = record.offset
+                    last_read[tp] = record.offset
         return newest
     finally:
         await consumer.stop()
