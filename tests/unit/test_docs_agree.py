@@ -218,4 +218,5 @@ def test_the_standby_replicas_the_documents_promise_are_on() -> None:
 
     promised = [name for name in DOCS if "table_standby_replicas" in text(name) or "standby copy" in text(name)]
     assert promised, "no document says how a failover avoids the changelog replay"
-    assert app.conf.table_standby_replicas >= 1
+    # One standby copy of every table partition: what DESIGN and deploy/k8s describe.
+    assert app.conf.table_standby_replicas == ProcessorConfig.standby_replicas == 1
