@@ -10,6 +10,14 @@ its article that it includes, plus one. Any replay of the same log prefix (after
 other batch boundaries, on another worker, in a rebuild) announces the same ``(epoch, seq) ->
 total``, so a position can never carry two totals, and a higher position never carries a lower
 total within an epoch.
+
+A log whose offsets have no holes (a Kafka topic without transactions or compaction) lets the
+counter notice a delivery that skipped events: it applies nothing past the hole and asks the
+adapter to read the partition again from the first missing offset. Faust can skip events: on a
+partition that never had an offset committed, records fetched during table recovery are dropped
+from the stream's queue when the flow resumes, and its seek to the committed offset has nothing
+to seek to. Counting on past the hole would miss those claps for good, because the tally's
+offset then covers them.
 """
 from __future__ import annotations
 
@@ -88,19 +96,25 @@ class ClapCounter:
         articles: MutableMapping[str, ArticleTally],
         *,
         epoch: int,
+        offsets_without_holes: bool = False,
     ) -> None:
         self.users = users
         self.articles = articles
         self.epoch = epoch
+        self.offsets_without_holes = offsets_without_holes
         self._catching_up: dict[int, int] = {}  # partition -> end offset to reach
         self._live: set[int] = set()
         self._unannounced: dict[str, _Unannounced] = {}
+        self._next_offset: dict[int, int] = {}  # partition -> the offset the next event must have
+        self._holes: dict[int, int] = {}  # partition -> first missing offset, until it arrives
 
     # -- ownership ---------------------------------------------------------------------------
 
     def assign(self, partition: int, end_offset: int, next_offset: int = 0) -> None:
         """This worker now owns ``partition``: it will read from ``next_offset``, and the log
         ended at ``end_offset`` (exclusive) when it was assigned."""
+        self._next_offset[partition] = next_offset
+        self._holes.pop(partition, None)
         if next_offset >= end_offset:
             self._catching_up.pop(partition, None)
             self._live.add(partition)
@@ -112,6 +126,8 @@ class ClapCounter:
         """Another worker owns ``partition`` now: forget what was not yet announced for it."""
         self._live.discard(partition)
         self._catching_up.pop(partition, None)
+        self._next_offset.pop(partition, None)
+        self._holes.pop(partition, None)
         for article in [a for a, u in self._unannounced.items() if u.partition == partition]:
             del self._unannounced[article]
 
@@ -123,6 +139,33 @@ class ClapCounter:
     def is_live(self, partition: int) -> bool:
         return partition in self._live
 
+    @property
+    def holes(self) -> dict[int, int]:
+        """Partitions whose delivery skipped events, each with the first offset missing: the
+        adapter must read the partition again from there. Nothing past a hole is applied."""
+        return dict(self._holes)
+
+    @property
+    def expected_offsets(self) -> dict[int, int]:
+        """Per assigned partition, the offset the next event must have."""
+        return dict(self._next_offset)
+
+    def delivered_before(self, partition: int, offset: int) -> None:
+        """The adapter's fetcher has handed over every record of ``partition`` below ``offset``
+        and holds none in flight: one the counter still expects below it was dropped on the
+        way. A hole at the tail of a delivery has no later event to reveal it."""
+        expected = self._next_offset.get(partition)
+        if self.offsets_without_holes and expected is not None and expected < offset:
+            self._holes[partition] = expected
+
+    def read_from(self, partition: int, offset: int) -> None:
+        """The log of ``partition`` starts at ``offset`` now (retention deleted what came before):
+        a hole below it can never be filled, so counting goes on from there."""
+        if self._next_offset.get(partition, offset) < offset:
+            self._next_offset[partition] = offset
+        if self._holes.get(partition, offset) < offset:
+            del self._holes[partition]
+
     # -- the step ----------------------------------------------------------------------------
 
     def step(self, events: Iterable[LogEvent]) -> list[CountChanged]:
@@ -133,7 +176,9 @@ class ClapCounter:
         """
         newest: dict[int, int] = {}
         for event in events:
-            newest[event.partition] = event.offset
+            if not self._in_sequence(event):
+                continue
+            newest[event.partition] = max(event.offset, newest.get(event.partition, -1))
             if event.clap is not None:
                 self._apply(event)
         for partition, offset in newest.items():
@@ -144,6 +189,24 @@ class ClapCounter:
                 del self._catching_up[partition]
                 self._live.add(partition)
         return self._announce_live()
+
+    def _in_sequence(self, event: LogEvent) -> bool:
+        """Whether ``event`` may be applied: it is not past a hole in its partition's delivery.
+
+        An event at or below the expected offset is a re-delivery, harmless by the ledger's
+        offsets. One above it means events in between were skipped: it waits, with every later
+        one, until the adapter has read the partition again from the hole.
+        """
+        expected = self._next_offset.get(event.partition)
+        if not self.offsets_without_holes or expected is None:
+            return True
+        if event.offset > expected:
+            self._holes[event.partition] = expected
+            return False
+        if event.offset == expected:
+            self._next_offset[event.partition] = expected + 1
+            self._holes.pop(event.partition, None)
+        return True
 
     def _apply(self, event: LogEvent) -> None:
         clap = event.clap

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Generic, TypeVar
 
 import faust
+from faust.types import TP
 
 from core.ledger import ArticleTally, UserClaps
 from core.messages import ClapRecorded
@@ -121,7 +122,9 @@ tallies_table = app.Table(
 
 users = BatchedTable(users_table, UserClaps.from_dict, UserClaps.to_dict)
 tallies = BatchedTable(tallies_table, ArticleTally.from_dict, ArticleTally.to_dict)
-counter = ClapCounter(users, tallies, epoch=config.epoch)
+# Kafka offsets of the clap topic have no holes (no transactions, no compaction): a skipped
+# delivery is noticed and read again (see ``HoleRereader``).
+counter = ClapCounter(users, tallies, epoch=config.epoch, offsets_without_holes=True)
 metrics.install(app, config.clap_topic)
 # GET /ready: 200 once the tables are restored and no partition holds its totals back.
 add_ready_page(app, catching_up=lambda: counter.catching_up)
@@ -207,6 +210,8 @@ async def _count(stream: faust.StreamT) -> None:
             await counts_topic.send(key=update.article.encode(), value=update.to_json())
         await flush_all_sends()
         metrics.batches.done(batch, updates, holding=len(counter.catching_up))
+        if counter.holes or holes.first_seen:
+            await holes.reread(counter.holes)
 
 
 async def flush_all_sends() -> None:
@@ -221,6 +226,75 @@ async def flush_all_sends() -> None:
     while buffer.size:
         await buffer.flush()
     await app.producer.flush()
+
+
+class HoleRereader:
+    """Reads a clap partition again from the first offset its delivery skipped.
+
+    The counter applies nothing past a hole, and Faust commits no offset past an event it never
+    delivered, so the hole is only a delay. A seek can be undone by records the fetcher had
+    already taken past it, so it is repeated (at most once a second per partition) until the
+    hole is filled. A hole the log can no longer fill (retention deleted it) is skipped with an
+    error; one that stays open for ``give_up_after_s`` ends the worker before it commits, so
+    that its restart reads from the committed offset.
+    """
+
+    seek_every_s = 1.0
+    give_up_after_s = 60.0
+
+    def __init__(self) -> None:
+        self.first_seen: dict[int, float] = {}
+        self.last_seek: dict[int, float] = {}
+
+    async def reread(self, open_holes: dict[int, int]) -> None:
+        now = asyncio.get_running_loop().time()
+        for partition in [p for p in self.first_seen if p not in open_holes]:
+            log.info("hole in clap partition %d filled after %.1f s", partition, now - self.first_seen.pop(partition))
+            self.last_seek.pop(partition, None)
+        for partition, offset in open_holes.items():
+            if now - self.last_seek.get(partition, -self.seek_every_s) < self.seek_every_s:
+                continue
+            first = self.first_seen.setdefault(partition, now)
+            if now - first > self.give_up_after_s:
+                log.critical("clap partition %d still misses offset %d after %.0f s; exiting before offsets commit",
+                             partition, offset, now - first)
+                logging.shutdown()
+                os._exit(70)
+            tp = TP(config.clap_topic, partition)
+            start = (await app.consumer.earliest_offsets(tp)).get(tp, 0)
+            if start > offset:
+                log.error("clap partition %d lost offsets %d-%d to retention before they were counted",
+                          partition, offset, start - 1, extra={"partition": partition, "offset": offset})
+                counter.read_from(partition, start)
+                offset = start
+            log.warning("delivery of clap partition %d skipped from offset %d; reading it again", partition, offset,
+                        extra={"partition": partition, "offset": offset})
+            await app.consumer.seek(tp, offset)
+            self.last_seek[partition] = now
+
+
+holes = HoleRereader()
+_expected_at_last_look: dict[int, int] = {}
+
+
+@app.timer(interval=2.0)
+async def look_for_a_hole_at_the_tail() -> None:
+    """A hole at the end of a delivery has no later event to reveal it: a partition whose
+    counting has not moved since the last look while the fetcher is past it lost records."""
+    global _expected_at_last_look
+    expected = counter.expected_offsets
+    for partition, offset in expected.items():
+        if _expected_at_last_look.get(partition) != offset:
+            continue
+        try:
+            fetched_to = await app.consumer.position(TP(config.clap_topic, partition))
+        except Exception:  # a rebalance took the partition meanwhile: the next look sees it
+            continue
+        if fetched_to is not None:
+            counter.delivered_before(partition, fetched_to)
+    _expected_at_last_look = expected
+    if counter.holes:
+        await holes.reread(counter.holes)
 
 
 def _parse(event: Any) -> ClapRecorded | None:

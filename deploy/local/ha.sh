@@ -35,6 +35,9 @@
 set -euo pipefail
 
 HA_RUN_DIR=${HA_RUN_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/.run/ha}
+# Absolute, whatever the caller passed (make passes .run/ha): Cassandra reads its config from a
+# file:// URL, which a relative path does not make.
+mkdir -p "$HA_RUN_DIR" && HA_RUN_DIR=$(cd "$HA_RUN_DIR" && pwd)
 export CLAP_RUN_DIR=$HA_RUN_DIR   # lib.sh and proc.sh keep pid files there
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
