@@ -1,8 +1,8 @@
 """How long a processor worker takes to count again after kill -9, against the size of its state.
 
-    python -m loadtest.recovery [--sizes 50000,200000] [--stores memory,rocksdb] [--workers 1]
+    python -m loadtest.recovery [--sizes 50000,200000] [--stores memory,rocksdb] [--workers 1] [--bootstrap HOST:PORT]
 
-Needs Kafka on 127.0.0.1:9092. For every store and size, on fresh topics (12 partitions) and a
+Needs Kafka on 127.0.0.1:9092 (or --bootstrap). For every store and size, on fresh topics (12 partitions) and a
 fresh state directory, it:
 
 1. starts the worker(s) and waits for GET /ready;
@@ -19,7 +19,9 @@ fresh state directory, it:
    ``make up`` returns);
 6. with --workers 2, kill -9s the second worker and does not restart it: the time until the
    survivor counts probes on every partition (a takeover from its standby copy);
-7. checks that every total is exact.
+7. with --workers 2, starts the second worker again, waits until it is ready and stops it with
+   SIGTERM, as a scale-down does: the time until the survivor counts probes on every partition;
+8. checks that every total is exact.
 
 The rates include the producer's own work on the same 2 cores, so they are lower bounds. It
 prints one table row per store and size and writes every figure to
@@ -52,7 +54,7 @@ from processor.config import ProcessorConfig
 from processor.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parents[1]
-BOOTSTRAP = "127.0.0.1:9092"
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 PARTITIONS = 12
 
 
@@ -116,8 +118,8 @@ class Worker:
 class CountWatcher:
     """Follows the fan-out topic: the newest total of every article and when it arrived."""
 
-    def __init__(self, topic: str) -> None:
-        self.consumer = AIOKafkaConsumer(topic, bootstrap_servers=BOOTSTRAP, group_id=None, auto_offset_reset="earliest")
+    def __init__(self, topic: str, bootstrap: str) -> None:
+        self.consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
         self.totals: dict[str, int] = {}
         self.task: asyncio.Task | None = None
 
@@ -150,10 +152,10 @@ class CountWatcher:
 class ClapWriter:
     """Writes clap events to the clap topic like a gateway does, and remembers the totals."""
 
-    def __init__(self, topic: str) -> None:
+    def __init__(self, topic: str, bootstrap: str) -> None:
         self.topic = topic
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=BOOTSTRAP, linger_ms=20, partitioner=article_partitioner, acks="all",
+            bootstrap_servers=bootstrap, linger_ms=20, partitioner=article_partitioner, acks="all",
             enable_idempotence=True, max_batch_size=256 * 1024,
         )
         self.expected: dict[str, int] = {}
@@ -194,18 +196,20 @@ async def probe(writer: ClapWriter, watcher: CountWatcher, articles: list[str], 
     return time.monotonic() - since
 
 
-async def run_case(store: str, size: int, workers: int, articles_n: int, returning: int, timeout_s: float, log_dir: Path) -> dict:
+async def run_case(
+    store: str, size: int, workers: int, articles_n: int, returning: int, timeout_s: float, log_dir: Path, bootstrap: str
+) -> dict:
     run = uuid.uuid4().hex[:6]
     state_dir = log_dir / f"state-{store}-{size}-{run}"
     env = {
-        "KAFKA_BOOTSTRAP": BOOTSTRAP, "CLAP_TOPIC": f"recovery-{run}-claps", "COUNTS_TOPIC": f"recovery-{run}-counts",
+        "KAFKA_BOOTSTRAP": bootstrap, "CLAP_TOPIC": f"recovery-{run}-claps", "COUNTS_TOPIC": f"recovery-{run}-counts",
         "CLAP_PARTITIONS": str(PARTITIONS), "PROCESSOR_APP_PREFIX": f"recovery-{run}", "PROCESSOR_STORE": store,
         "PROCESSOR_STATE_DIR": str(state_dir), "PROCESSOR_STANDBY_REPLICAS": "1" if workers > 1 else "0",
     }
     await ensure_topics(ProcessorConfig.from_env(env))
     articles = [f"art{i}" for i in range(articles_n)]
     probes = one_article_per_partition(articles)
-    writer, watcher = ClapWriter(env["CLAP_TOPIC"]), CountWatcher(env["COUNTS_TOPIC"])
+    writer, watcher = ClapWriter(env["CLAP_TOPIC"], bootstrap), CountWatcher(env["COUNTS_TOPIC"], bootstrap)
     await writer.producer.start()
     await watcher.start()
     started = [Worker(f"{store}-{size}-w{i}", env, log_dir) for i in range(workers)]
@@ -249,6 +253,18 @@ async def run_case(store: str, size: int, workers: int, articles_n: int, returni
             result["survivor_takeover_s"] = round(await probe(writer, watcher, probes, "survivor", survivor_from, timeout_s), 2)
             print(f"  [{store} {size:,}] survivor counts every partition {result['survivor_takeover_s']} s after the kill", flush=True)
 
+            # A scale-down: the second worker back, then stopped on purpose.
+            started[1].start()
+            await started[1].wait_ready(timeout_s)
+            await asyncio.sleep(6)  # offsets committed, the standbys caught up, as in steady running
+            stopped_from = time.monotonic()
+            takeover, exited = await asyncio.gather(  # claps arrive while it stops, as they would
+                probe(writer, watcher, probes, "scale-down", stopped_from, timeout_s), timed_stop(started[1], stopped_from)
+            )
+            result["scale_down_takeover_s"], result["sigterm_stop_s"] = round(takeover, 2), round(exited, 2)
+            print(f"  [{store} {size:,}] SIGTERM of a worker: it exited in {result['sigterm_stop_s']} s; the survivor counts"
+                  f" every partition {result['scale_down_takeover_s']} s after the signal", flush=True)
+
         await watcher.wait_until(writer.exact(), timeout_s)
         result["exact"] = writer.exact()(watcher.totals)
         result["load_avg_at_end"] = round(os.getloadavg()[0], 1)
@@ -267,6 +283,12 @@ async def restart_and_wait(worker: Worker, killed_at: float, timeout_s: float) -
     return time.monotonic() - killed_at
 
 
+async def timed_stop(worker: Worker, since: float) -> float:
+    """SIGTERM (SIGKILL after 30 s); seconds from ``since`` until the worker exited."""
+    await asyncio.to_thread(worker.stop)
+    return time.monotonic() - since
+
+
 def tables(results: list[dict]) -> str:
     """Recovery against state size, the stores side by side; then the counting rates."""
     stores = sorted({r["store"] for r in results})
@@ -277,6 +299,7 @@ def tables(results: list[dict]) -> str:
                 ("first_clap_after_ready_s", "clap at /ready → counted (s)")]
     if any(r["workers"] > 1 for r in results):
         measures.append(("survivor_takeover_s", "kill, no restart → survivor counts all (s)"))
+        measures.append(("scale_down_takeover_s", "SIGTERM, no restart → survivor counts all (s)"))
     header = ["per-user records"] + [f"{label}, {s}" for key, label in measures for s in stores]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for size in sorted(by_size):
@@ -290,7 +313,9 @@ def tables(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-async def main(sizes: list[int], stores: list[str], workers: int, articles: int, returning: int, timeout_s: float) -> int:
+async def main(
+    sizes: list[int], stores: list[str], workers: int, articles: int, returning: int, timeout_s: float, bootstrap: str
+) -> int:
     # SIGTERM stops the run like Ctrl-C: the workers it started are stopped on the way out.
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     out = REPO / "loadtest" / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}-recovery"
@@ -298,7 +323,7 @@ async def main(sizes: list[int], stores: list[str], workers: int, articles: int,
     results = []
     for size in sizes:
         for store in stores:
-            results.append(await run_case(store, size, workers, articles, returning, timeout_s, out))
+            results.append(await run_case(store, size, workers, articles, returning, timeout_s, out, bootstrap))
             (out / "result.json").write_text(json.dumps(results, indent=2))
     print(f"\nworkers: {workers}; results and worker logs in {out}\n")
     print(tables(results))
@@ -315,7 +340,9 @@ if __name__ == "__main__":
     parser.add_argument("--articles", type=int, default=100)
     parser.add_argument("--returning", type=int, default=50_000, help="claps from returning users (at most the state size)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds any one wait may take")
+    parser.add_argument("--bootstrap", default=DEFAULT_BOOTSTRAP, help="the Kafka to run against")
     options = parser.parse_args()
     sys.exit(asyncio.run(main(
         [int(s) for s in options.sizes.split(",")], options.stores.split(","), options.workers, options.articles, options.returning, options.timeout,
+        options.bootstrap,
     )))

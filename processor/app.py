@@ -28,6 +28,7 @@ from core.processing import ClapCounter, LogEvent
 from observability.logs import faust_logging_config
 from processor import metrics
 from processor.config import ProcessorConfig
+from processor.membership import leave_when_closed
 from processor.readiness import add_ready_page
 from processor.state_store import faust_store_url, worker_state_dir
 
@@ -87,7 +88,8 @@ app = faust.App(
     datadir=worker_state_dir(config.state_path),
     table_standby_replicas=config.standby_replicas,
     # A dead worker's partitions move after the session timeout; a restarted one with the same
-    # instance id takes its own back at once (static membership).
+    # instance id takes its own back at once (static membership); one stopped on purpose leaves
+    # the group as it stops (leave_the_group_when_stopped).
     broker_session_timeout=config.session_timeout_s,
     broker_heartbeat_interval=config.heartbeat_interval_s,
     consumer_group_instance_id=config.group_instance_id,
@@ -152,6 +154,19 @@ async def hold_until_caught_up(sender: Any, assigned: set, **kwargs: Any) -> Non
             behind[tp.partition] = (next_offset, ends[tp])
     if behind:
         log.info("catching up on partitions (next offset, end offset): %s", behind)
+
+
+@app.on_partitions_assigned.connect
+async def leave_the_group_when_stopped(sender: Any, assigned: set, **kwargs: Any) -> None:
+    """A static member stopped on purpose hands its partitions over at once (processor/membership.py).
+
+    Installed at the first assignment, when Faust's consumer and its group coordinator exist.
+    """
+    if config.group_instance_id is None:
+        return  # a dynamic member leaves the group by itself
+    coordinator = app.consumer._thread._ensure_consumer()._coordinator  # faust-streaming exposes no public accessor
+    # No longer than the session timeout: after it the member is gone anyway.
+    leave_when_closed(coordinator, config.group_instance_id, timeout_s=config.session_timeout_s)
 
 
 async def wait_for_topic_metadata() -> None:

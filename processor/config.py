@@ -33,13 +33,17 @@ class ProcessorConfig:
     state_dir: str = "data/processor"
     # Each worker keeps a copy of this many other workers' partitions, ready to take them over.
     standby_replicas: int = 1
-    # How long the group waits for a silent worker before moving its partitions. Kafka refuses
-    # less than its group.min.session.timeout.ms (6 s by default); a worker's event loop can
-    # stall for a few seconds on a large batch, so the margin above that is deliberate.
-    session_timeout_s: float = 10.0
-    heartbeat_interval_s: float = 2.0
-    # Kafka static membership: a restarted worker with the same id takes its partitions back at
-    # once instead of waiting out the session timeout. "" turns it off; None derives it.
+    # How long the group waits for a silent worker before moving its partitions: most of the
+    # time a survivor takes to count a killed worker's partitions (docs/BENCHMARKS.md §6).
+    # Kafka refuses a session timeout below its group.min.session.timeout.ms, 6 s by default and
+    # 2 s in every broker config of deploy/ (tests/unit/test_docs_agree.py). Heartbeats come from
+    # Faust's consumer thread, not the event loop the batches run on, so a long batch does not
+    # silence them.
+    session_timeout_s: float = 3.0
+    heartbeat_interval_s: float = 1.0
+    # Kafka static membership: a worker restarted after a crash with the same id takes its
+    # partitions back at once, without a rebalance. A worker stopped on purpose leaves the group
+    # (processor/membership.py). "" turns it off; None derives it.
     instance_id: str | None = None
 
     def __post_init__(self) -> None:

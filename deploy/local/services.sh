@@ -15,6 +15,8 @@
 #   CLAP_JAVA      java binary (17+)       default: java on PATH
 #   CLAP_KAFKA_HEAP / CLAP_CASSANDRA_HEAP  default 512m / 1G
 #   CLAP_KAFKA_TIMEOUT / CLAP_CASSANDRA_TIMEOUT  seconds to become healthy, default 120 / 240
+#   CLAP_KAFKA_PORT / CLAP_KAFKA_CONTROLLER_PORT  Kafka's client / KRaft ports, default 9092 / 9093
+#                  (with a CLAP_RUN_DIR of its own, a second broker beside the usual one)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -23,12 +25,14 @@ KAFKA_HEAP=${CLAP_KAFKA_HEAP:-512m}
 CASSANDRA_HEAP=${CLAP_CASSANDRA_HEAP:-1G}
 KAFKA_TIMEOUT=${CLAP_KAFKA_TIMEOUT:-120}
 CASSANDRA_TIMEOUT=${CLAP_CASSANDRA_TIMEOUT:-240}
+KAFKA_PORT=${CLAP_KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${CLAP_KAFKA_CONTROLLER_PORT:-9093}
 
 KAFKA_DIR="$CLAP_RUN_DIR/kafka"          # server.properties, admin.properties, data/
 CASSANDRA_DIR="$CLAP_RUN_DIR/cassandra"  # cassandra.yaml, data/, commitlog/, ...
 KAFKA_LOG="$CLAP_LOG_DIR/kafka.log"
 CASSANDRA_LOG="$CLAP_LOG_DIR/cassandra.log"
-KAFKA_PORTS=(9092 9093)            # client, controller
+KAFKA_PORTS=("$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT")   # client, controller
 CASSANDRA_PORTS=(9042 7000 7199)   # CQL, storage/gossip, JMX
 
 declare -A STARTED_AT=()           # service -> `date +%s.%N` of its JVM launch (for timings)
@@ -143,9 +147,11 @@ kafka_tool() { "${KAFKA_TOOL[@]}" "$@"; }
 
 kafka_configure() {
   mkdir -p "$KAFKA_DIR/data"
-  # Rendered on every start, so template edits take effect; only the data dir is substituted.
-  # shellcheck disable=SC2016  # envsubst wants the literal variable name
-  KAFKA_DATA_DIR="$KAFKA_DIR/data" envsubst '${KAFKA_DATA_DIR}' \
+  # Rendered on every start, so template edits take effect; only the data dir and the ports are
+  # substituted.
+  # shellcheck disable=SC2016  # envsubst wants the literal variable names
+  KAFKA_DATA_DIR="$KAFKA_DIR/data" KAFKA_PORT=$KAFKA_PORT KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT \
+    envsubst '${KAFKA_DATA_DIR} ${KAFKA_PORT} ${KAFKA_CONTROLLER_PORT}' \
     <"$CLAP_DEPLOY/kafka/server.properties.tmpl" >"$KAFKA_DIR/server.properties"
   # Client settings for the health check: fail fast instead of retrying for a minute.
   printf 'request.timeout.ms=5000\ndefault.api.timeout.ms=10000\n' >"$KAFKA_DIR/admin.properties"
@@ -188,7 +194,7 @@ kafka_start() {
   log "kafka: started pid $! (heap $KAFKA_HEAP); log: $KAFKA_LOG"
 }
 
-# Healthy = port 9092 open AND a real metadata round trip (list topics through the broker).
+# Healthy = the client port open AND a real metadata round trip (list topics through the broker).
 kafka_wait() {
   local t0=$1 pid; pid=$(recorded_pid kafka)
   local deadline=$(( $(now_s) + KAFKA_TIMEOUT )) port_at="" topics
@@ -199,13 +205,13 @@ kafka_wait() {
       err "kafka: process $pid exited during startup (log: $KAFKA_LOG)"
       return 1
     fi
-    if port_open 127.0.0.1 9092; then
+    if port_open 127.0.0.1 "$KAFKA_PORT"; then
       [[ -n "$port_at" ]] || port_at=$(elapsed_since "$t0")
       if topics=$(timeout 30 "${KAFKA_TOOL[@]}" org.apache.kafka.tools.TopicCommand --list \
-                    --bootstrap-server 127.0.0.1:9092 --command-config "$KAFKA_DIR/admin.properties" \
+                    --bootstrap-server 127.0.0.1:"$KAFKA_PORT" --command-config "$KAFKA_DIR/admin.properties" \
                     2>>"$CLAP_LOG_DIR/kafka-tools.log"); then
         log "kafka: healthy $(how_long kafka "$t0") (port open at ${port_at} s; $(grep -c . <<<"$topics" || true) topics listed) pid $pid, RSS $(rss_mb "$pid") MB"
-        log "kafka: bootstrap 127.0.0.1:9092; log: $KAFKA_LOG"
+        log "kafka: bootstrap 127.0.0.1:$KAFKA_PORT; log: $KAFKA_LOG"
         return 0
       fi
     fi
@@ -356,7 +362,7 @@ cmd_status() {
   for s in $svcs; do
     pid=$(recorded_pid "$s")
     if is_running "$s"; then
-      if [[ $s == kafka ]]; then ports=(9092); else ports=(9042); fi
+      if [[ $s == kafka ]]; then ports=("$KAFKA_PORT"); else ports=(9042); fi
       state=""
       for p in "${ports[@]}"; do
         if port_open 127.0.0.1 "$p"; then state+=" port $p open"; else state+=" port $p closed"; fi

@@ -220,3 +220,48 @@ def test_the_standby_replicas_the_documents_promise_are_on() -> None:
     assert promised, "no document says how a failover avoids the changelog replay"
     # One standby copy of every table partition: what DESIGN and deploy/k8s describe.
     assert app.conf.table_standby_replicas == ProcessorConfig.standby_replicas == 1
+
+
+def broker_property(path: Path, name: str) -> int:
+    found = re.findall(rf"^{re.escape(name)}=(\d+)$", path.read_text(), re.MULTILINE)
+    assert len(found) == 1, f"{path.relative_to(REPO)} sets {name} {len(found)} times"
+    return int(found[0])
+
+
+def test_every_broker_accepts_the_processors_session_timeout_and_the_documents_say_it() -> None:
+    """A session timeout below the broker's floor makes every worker fail to join its group."""
+    from processor.app import app
+
+    config = ProcessorConfig()
+    floor = "group.min.session.timeout.ms"
+    floors = {
+        "deploy/local/kafka/server.properties.tmpl": broker_property(REPO / "deploy/local/kafka/server.properties.tmpl", floor),
+        "deploy/local/ha/kafka-node.properties.tmpl": broker_property(REPO / "deploy/local/ha/kafka-node.properties.tmpl", floor),
+        "deploy/k8s/kafka.yaml": obj("Kafka", "clap-kafka")["spec"]["kafka"]["config"][floor],
+    }
+    assert len(set(floors.values())) == 1, f"the brokers' {floor} differ: {floors}"
+    session_ms, heartbeat_ms = config.session_timeout_s * 1000, config.heartbeat_interval_s * 1000
+    assert floors["deploy/k8s/kafka.yaml"] <= session_ms, f"processor/config.py's session timeout is under {floors}"
+    # Kafka's advice: heartbeats at most a third of the session, so one lost heartbeat is survived.
+    assert 3 * heartbeat_ms <= session_ms
+    assert (app.conf.broker_session_timeout, app.conf.broker_heartbeat_interval) == (config.session_timeout_s, config.heartbeat_interval_s)
+    assert "PROCESSOR_SESSION_TIMEOUT_S" not in config_map(), "one source of truth: processor/config.py"
+
+    reliability = "docs/RELIABILITY.md"
+    said = statements(r"(\d+) s session timeout", [*DOCS])
+    said += [(f"{reliability}:{where}", value) for where, value in _said_in(reliability, r"(\d+) s session timeout")]
+    said += [(f"{reliability}:{where}", value) for where, value in _said_in(reliability, r"PROCESSOR_SESSION_TIMEOUT_S` \| `(\d+)`")]
+    assert_all_say(int(config.session_timeout_s), said, "the processor's session timeout (s)",
+                   at_least_in=["docs/DESIGN.md", "docs/BENCHMARKS.md", "README.md", reliability])
+    heartbeat = _said_in(reliability, r"PROCESSOR_HEARTBEAT_INTERVAL_S` \| `(\d+)`")
+    assert [value for _, value in heartbeat] == [int(config.heartbeat_interval_s)], heartbeat
+    said_floor = statements(r"group\.min\.session\.timeout\.ms`?[^.\n]*?\b(\d[\d,]*) ms", [*DOCS, *MANIFESTS])
+    said_floor += [(f"{reliability}:{w}", v) for w, v in _said_in(reliability, r"group\.min\.session\.timeout\.ms`?[^.\n]*?\b(\d[\d,]*) ms")]
+    assert_all_say(floors["deploy/k8s/kafka.yaml"], said_floor, f"the brokers' {floor}", at_least_in=["docs/BENCHMARKS.md"])
+
+
+def _said_in(name: str, pattern: str) -> list[tuple[str, int]]:
+    """statements() for a document outside DOCS (whose other numbers are not checked here)."""
+    content = (REPO / name).read_text()
+    return [(f"{content.count(chr(10), 0, m.start()) + 1} {m.group(0)!r}", number(next(g for g in m.groups() if g)))
+            for m in re.finditer(pattern, content)]

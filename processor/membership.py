@@ -1,0 +1,118 @@
+"""A worker stopped on purpose leaves its consumer group at once, static member or not.
+
+With a group instance id (static membership, ``PROCESSOR_INSTANCE_ID``) aiokafka, like Kafka's
+own Java consumer, sends no LeaveGroup when it closes: the coordinator keeps the member's
+partitions for it until its session times out, so that a worker back within that time gets them
+again without a rebalance. For a worker that is not coming back (a scale-down, ``make down``)
+that makes its partitions wait, uncounted, for the whole session timeout.
+
+Kafka's LeaveGroup v3 (KIP-345) removes a static member by its instance id; Kafka's admin
+client sends it for ``removeMembersFromConsumerGroup``. A worker sends it on a clean stop, as the
+last thing its consumer does: after Faust has waited for the last batch to be applied, its
+writes acknowledged and its offsets committed, so that the next owner of the partitions never
+runs beside a worker still writing their state. A worker killed with SIGKILL sends nothing, so a
+crashed worker restarted within the session timeout still takes its partitions straight back.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka import errors
+from aiokafka.client import ConnectionGroup
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
+
+log = logging.getLogger("processor")
+
+LEAVE_GROUP_API_KEY = 13
+
+
+class LeaveGroupResponse_v3(Response):
+    API_KEY = LEAVE_GROUP_API_KEY
+    API_VERSION = 3
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        ("error_code", Int16),
+        ("members", Array(("member_id", String("utf-8")), ("group_instance_id", String("utf-8")), ("error_code", Int16))),
+    )
+
+
+class LeaveGroupRequest_v3(RequestStruct):
+    """LeaveGroup v3: the first version that names members, each by member id and instance id."""
+
+    API_KEY = LEAVE_GROUP_API_KEY
+    API_VERSION = 3
+    RESPONSE_TYPE = LeaveGroupResponse_v3
+    SCHEMA = Schema(
+        ("group_id", String("utf-8")),
+        ("members", Array(("member_id", String("utf-8")), ("group_instance_id", String("utf-8")))),
+    )
+
+
+class StaticMemberLeaveRequest(Request[LeaveGroupRequest_v3]):
+    """Removes one static member. Its member id is sent too: the coordinator then refuses
+    (FENCED_INSTANCE_ID) to remove a newer incarnation that already took the instance id over."""
+
+    API_KEY = LEAVE_GROUP_API_KEY
+
+    def __init__(self, group_id: str, member_id: str, instance_id: str) -> None:
+        self.group_id, self.member_id, self.instance_id = group_id, member_id, instance_id
+
+    def build(self, request_struct_class: type[LeaveGroupRequest_v3]) -> LeaveGroupRequest_v3:
+        return request_struct_class(self.group_id, [(self.member_id, self.instance_id)])
+
+
+# Kafka's name for the one error of a static member's leave that aiokafka has no class for: the
+# instance id belongs to a newer member now (a restarted worker already rejoined).
+FENCED_INSTANCE_ID = 82
+
+
+def leave_errors(response: LeaveGroupResponse_v3) -> list[str]:
+    """The names of the errors in a LeaveGroup response, for the group and for each member."""
+    codes = [response.error_code] + [code for _, _, code in response.members]
+    return [_error_name(code) for code in codes if code != 0]
+
+
+def _error_name(code: int) -> str:
+    if code == FENCED_INSTANCE_ID:
+        return "FENCED_INSTANCE_ID"
+    if code in errors.kafka_errors:
+        return errors.kafka_errors[code].__name__
+    return f"error code {code}"
+
+
+def leave_when_closed(coordinator: Any, instance_id: str, timeout_s: float) -> None:
+    """Make an aiokafka group coordinator send a static member's LeaveGroup when it closes.
+
+    The coordinator closes as the consumer stops, after its last commit; a SIGKILL never gets
+    here. A failed leave costs only what it did before: the session timeout.
+    """
+    if getattr(coordinator, "_leaves_when_closed", False):
+        return
+    close = coordinator.close
+
+    async def close_then_leave() -> None:
+        member_id, generation = coordinator.member_id, coordinator.generation
+        node = coordinator.coordinator_id
+        await close()
+        if generation <= 0 or node is None:
+            return  # never joined, or lost the coordinator: nothing to leave
+        request = StaticMemberLeaveRequest(coordinator.group_id, member_id, instance_id)
+        try:
+            response = await asyncio.wait_for(
+                coordinator._client.send(node, request, group=ConnectionGroup.COORDINATION), timeout_s
+            )
+        except (errors.KafkaError, NotImplementedError, OSError, asyncio.TimeoutError) as error:
+            log.warning("could not leave the consumer group (%r); its partitions move after the session timeout", error)
+            return
+        refused = leave_errors(response)
+        if refused:
+            log.warning("the group coordinator refused the leave (%s); its partitions move after the session timeout",
+                        ", ".join(refused))
+        else:
+            log.info("left consumer group %s as static member %s: its partitions move now", coordinator.group_id, instance_id)
+
+    coordinator.close = close_then_leave
+    coordinator._leaves_when_closed = True
