@@ -28,7 +28,7 @@ from core.processing import ClapCounter, LogEvent
 from observability.logs import faust_logging_config
 from processor import metrics
 from processor.config import ProcessorConfig
-from processor.membership import leave_when_closed
+from processor.membership import leave_when_closed, shorten_fetch_wait
 from processor.readiness import add_ready_page
 from processor.state_store import faust_store_url, worker_state_dir
 
@@ -78,6 +78,8 @@ class BatchedTable(MutableMapping[str, T], Generic[T]):
 
 
 config = ProcessorConfig.from_env()
+# Before Faust creates its consumer: requests queued behind an idle fetch delay takeovers.
+shorten_fetch_wait()
 
 app = faust.App(
     config.app_id,

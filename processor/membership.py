@@ -1,4 +1,14 @@
-"""A worker stopped on purpose leaves its consumer group at once, static member or not.
+"""How a worker keeps its place in the consumer group and hands it over quickly.
+
+**The fetch wait.** Faust asks Kafka to hold an empty fetch for 1.5 s. A broker answers one
+request of a connection at a time, and a worker's other requests to the broker (the end offsets
+that a takeover's recovery and catch-up ask for) wait behind that fetch: up to 1.5 s added to
+every takeover, and to the partition-assignment callback. aiokafka sends no heartbeat while that
+callback runs, so with a short session the wait could cost the worker its membership (seen: a
+worker expelled at start, 3.8 s after it joined). ``shorten_fetch_wait`` bounds it; a fetch that
+finds records returns at once whatever the bound, so only idle fetches come more often.
+
+**The leave.** A worker stopped on purpose leaves its consumer group at once, static member or not.
 
 With a group instance id (static membership, ``PROCESSOR_INSTANCE_ID``) aiokafka, like Kafka's
 own Java consumer, sends no LeaveGroup when it closes: the coordinator keeps the member's
@@ -27,6 +37,25 @@ from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
 log = logging.getLogger("processor")
 
 LEAVE_GROUP_API_KEY = 13
+# The longest a fetch waits for records. Idle, a worker sends 5 fetches a second instead of 0.7.
+FETCH_MAX_WAIT_MS = 200
+
+
+def shorten_fetch_wait(max_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
+    """Make every Faust worker consumer created from now on wait at most ``max_wait_ms`` per fetch."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    create = AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(create, "fetch_wait_ms", None) == max_wait_ms:
+        return
+
+    def create_worker_consumer(thread: Any, transport: Any) -> Any:
+        consumer = create(thread, transport)
+        consumer._fetch_max_wait_ms = max_wait_ms  # Faust passes 1500 and offers no setting
+        return consumer
+
+    create_worker_consumer.fetch_wait_ms = max_wait_ms  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer
 
 
 class LeaveGroupResponse_v3(Response):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from core.ledger import MAX_CLAPS_PER_USER
 from core.messages import ClapRecorded, CountChanged
@@ -240,7 +241,7 @@ async def test_a_restarted_worker_replays_only_the_changelog_written_since(run_i
 
 
 async def test_a_standby_takes_over_a_killed_workers_partitions_without_a_full_replay(run_id, log_dir, real_services):
-    async with Cluster(run_id, "standby", log_dir, PROCESSOR_STANDBY_REPLICAS="1", PROCESSOR_SESSION_TIMEOUT_S="6") as cluster:
+    async with Cluster(run_id, "standby", log_dir, PROCESSOR_STANDBY_REPLICAS="1") as cluster:
         articles = cluster.articles(4)
         ports = [free_port(), free_port()]
         workers = [cluster.start(f"w{i}", port, f"disk{i}") for i, port in enumerate(ports)]
@@ -259,6 +260,56 @@ async def test_a_standby_takes_over_a_killed_workers_partitions_without_a_full_r
         # The survivor's last recovery covers every partition: the killed worker's too.
         assert written >= 4 * 300, "the survivor never took over the killed worker's partitions"
         assert replayed <= written // 10, f"replayed {replayed} of {written} changelog records"
+
+
+async def group_members(group: str, instance_ids: list[str]) -> list[str]:
+    """A consumer group's members as its coordinator knows them now: the instance id of each
+    static member (Kafka names one ``<instance id>-<uuid>``), the member id of any other."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        [response] = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    [described] = response.groups
+    error_code, members = described[0], described[5]
+    assert error_code == 0, described
+    return sorted(next((i for i in instance_ids if m[0].startswith(f"{i}-")), m[0]) for m in members)
+
+
+async def test_a_worker_stopped_on_purpose_leaves_its_group_at_once_and_a_killed_one_keeps_its_place(run_id, log_dir, real_services):
+    # A session timeout far longer than anything below waits: only a leave takes a member out in time.
+    async with Cluster(run_id, "leave", log_dir, PROCESSOR_STANDBY_REPLICAS="1", PROCESSOR_SESSION_TIMEOUT_S="60") as cluster:
+        group = ProcessorConfig.from_env(cluster.env).app_id
+        articles = cluster.articles(4)
+        ports = [free_port(), free_port()]
+        ids = [ProcessorConfig.from_env(cluster.worker_env(port, "x")).group_instance_id for port in ports]
+        workers = [cluster.start(f"w{i}", port, f"disk{i}") for i, port in enumerate(ports)]
+        for worker, port in zip(workers, ports):
+            await wait_ready(worker, port, 90)
+        await cluster.claps.write([clap(a, f"u{i}", 1, f"A-{a}-{i}") for a in articles for i in range(50)])
+        await cluster.totals.wait_for(cluster.claps.expected(), 60)
+        assert await group_members(group, ids) == sorted(ids)
+
+        # SIGTERM, as a scale-down sends: the worker leaves as it exits, and the survivor counts.
+        assert workers[1].stop() == 0, workers[1].log_text()[-3000:]
+        assert await group_members(group, ids) == [ids[0]]
+        assert f"left consumer group {group} as static member {ids[1]}" in workers[1].log_text()
+        await cluster.claps.write([clap(a, "after-stop", 2, f"S-{a}") for a in articles])
+        await cluster.totals.wait_for(cluster.claps.expected(), 60)
+
+        # kill -9 sends nothing: the member keeps its place for its restart.
+        again = cluster.start("w1-again", ports[1], "disk1")
+        await wait_ready(again, ports[1], 90)
+        assert await group_members(group, ids) == sorted(ids)
+        again.kill()
+        assert await group_members(group, ids) == sorted(ids)
+        restarted = cluster.start("w1-restarted", ports[1], "disk1")
+        await wait_ready(restarted, ports[1], 90)
+        assert await group_members(group, ids) == sorted(ids)
+        await cluster.claps.write([clap(a, "after-kill", 3, f"K-{a}") for a in articles])
+        await cluster.totals.wait_for(cluster.claps.expected(), 60)
+        assert "left consumer group" not in again.log_text()
 
 
 async def test_ready_answers_503_until_the_tables_are_restored_then_200(run_id, log_dir, real_services):

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiokafka import errors
 
-from processor.membership import FENCED_INSTANCE_ID, LeaveGroupResponse_v3, StaticMemberLeaveRequest, leave_errors, leave_when_closed
+from processor.membership import FENCED_INSTANCE_ID, FETCH_MAX_WAIT_MS, LeaveGroupResponse_v3, StaticMemberLeaveRequest, leave_errors, leave_when_closed
 
 
 def kafka_string(value: str) -> bytes:
@@ -91,3 +91,15 @@ def test_a_failed_leave_does_not_fail_the_stop() -> None:
     leave_when_closed(coordinator, "inst", timeout_s=1)
     asyncio.run(coordinator.close())
     assert len(coordinator._client.sent) == 1
+
+
+async def test_the_workers_consumer_waits_at_most_the_bound_per_fetch_and_keeps_the_configured_session() -> None:
+    from processor.app import app, config
+
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)  # what Faust starts in its thread
+    try:
+        assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS < 1500
+        assert (consumer._session_timeout_ms, consumer._heartbeat_interval_ms) == (
+            config.session_timeout_s * 1000, config.heartbeat_interval_s * 1000)
+    finally:
+        await consumer.stop()
