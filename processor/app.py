@@ -28,7 +28,7 @@ from core.processing import ClapCounter, LogEvent
 from observability.logs import faust_logging_config
 from processor import metrics
 from processor.config import ProcessorConfig
-from processor.membership import leave_when_closed, shorten_fetch_wait
+from processor.membership import tune_worker_consumers
 from processor.readiness import add_ready_page
 from processor.state_store import faust_store_url, worker_state_dir
 
@@ -78,8 +78,10 @@ class BatchedTable(MutableMapping[str, T], Generic[T]):
 
 
 config = ProcessorConfig.from_env()
-# Before Faust creates its consumer: requests queued behind an idle fetch delay takeovers.
-shorten_fetch_wait()
+# Before Faust creates its consumer: heartbeats through the assignment, a short fetch wait, and a
+# static member's leave on a clean stop (processor/membership.py). The leave waits no longer than
+# the session timeout: after it the member is gone anyway.
+tune_worker_consumers(config.group_instance_id, leave_timeout_s=config.session_timeout_s)
 
 app = faust.App(
     config.app_id,
@@ -91,7 +93,7 @@ app = faust.App(
     table_standby_replicas=config.standby_replicas,
     # A dead worker's partitions move after the session timeout; a restarted one with the same
     # instance id takes its own back at once (static membership); one stopped on purpose leaves
-    # the group as it stops (leave_the_group_when_stopped).
+    # the group as it stops (tune_worker_consumers above).
     broker_session_timeout=config.session_timeout_s,
     broker_heartbeat_interval=config.heartbeat_interval_s,
     consumer_group_instance_id=config.group_instance_id,
@@ -156,19 +158,6 @@ async def hold_until_caught_up(sender: Any, assigned: set, **kwargs: Any) -> Non
             behind[tp.partition] = (next_offset, ends[tp])
     if behind:
         log.info("catching up on partitions (next offset, end offset): %s", behind)
-
-
-@app.on_partitions_assigned.connect
-async def leave_the_group_when_stopped(sender: Any, assigned: set, **kwargs: Any) -> None:
-    """A static member stopped on purpose hands its partitions over at once (processor/membership.py).
-
-    Installed at the first assignment, when Faust's consumer and its group coordinator exist.
-    """
-    if config.group_instance_id is None:
-        return  # a dynamic member leaves the group by itself
-    coordinator = app.consumer._thread._ensure_consumer()._coordinator  # faust-streaming exposes no public accessor
-    # No longer than the session timeout: after it the member is gone anyway.
-    leave_when_closed(coordinator, config.group_instance_id, timeout_s=config.session_timeout_s)
 
 
 async def wait_for_topic_metadata() -> None:

@@ -1,27 +1,36 @@
-"""How a worker keeps its place in the consumer group and hands it over quickly.
+"""How a worker keeps its place in its consumer group, and hands its partitions over quickly.
 
-**The fetch wait.** Faust asks Kafka to hold an empty fetch for 1.5 s. A broker answers one
-request of a connection at a time, and a worker's other requests to the broker (the end offsets
-that a takeover's recovery and catch-up ask for) wait behind that fetch: up to 1.5 s added to
-every takeover, and to the partition-assignment callback. aiokafka sends no heartbeat while that
-callback runs, so with a short session the wait could cost the worker its membership (seen: a
-worker expelled at start, 3.8 s after it joined). ``shorten_fetch_wait`` bounds it; a fetch that
-finds records returns at once whatever the bound, so only idle fetches come more often.
+A worker that dies is noticed when its session times out (``PROCESSOR_SESSION_TIMEOUT_S``): the
+shorter the session, the sooner a survivor counts its partitions. Three things about Faust's
+aiokafka consumer decide whether a short session is safe and a takeover quick; ``tune_worker_consumers``
+changes them on the consumer Faust creates, before it starts:
 
-**The leave.** A worker stopped on purpose leaves its consumer group at once, static member or not.
+**Heartbeats during the assignment.** aiokafka stops heartbeating when a rebalance begins and
+starts again only once the partition-assignment callback has returned. Faust's callback opens the
+RocksDB store of every newly assigned partition; on this loaded 2-core machine that took 4 s, and
+the worker's 3 s session expired inside it (seen in a ``loadtest.recovery`` run: the worker was
+expelled and the group rebalanced twice more). Kafka's Java consumer heartbeats from a thread of
+its own through its callbacks; here the heartbeats start again as soon as the group is synced,
+before the callback, so a session need only outlast a heartbeat interval plus a stall of the
+consumer's thread, not the store's opening.
 
-With a group instance id (static membership, ``PROCESSOR_INSTANCE_ID``) aiokafka, like Kafka's
-own Java consumer, sends no LeaveGroup when it closes: the coordinator keeps the member's
+**The fetch wait.** Faust asks Kafka to hold an empty fetch for 1.5 s. A broker answers one request
+of a connection at a time, so a worker's other requests to the broker (the end offsets a takeover's
+recovery and catch-up ask for) wait behind an idle fetch: up to 1.5 s added to each takeover.
+Bounded here at ``FETCH_MAX_WAIT_MS``; a fetch that finds records returns at once whatever the
+bound, so only idle fetches come more often.
+
+**The leave.** With a group instance id (static membership, ``PROCESSOR_INSTANCE_ID``) aiokafka,
+like Kafka's Java consumer, sends no LeaveGroup when it closes: the coordinator keeps the member's
 partitions for it until its session times out, so that a worker back within that time gets them
-again without a rebalance. For a worker that is not coming back (a scale-down, ``make down``)
-that makes its partitions wait, uncounted, for the whole session timeout.
-
-Kafka's LeaveGroup v3 (KIP-345) removes a static member by its instance id; Kafka's admin
-client sends it for ``removeMembersFromConsumerGroup``. A worker sends it on a clean stop, as the
-last thing its consumer does: after Faust has waited for the last batch to be applied, its
-writes acknowledged and its offsets committed, so that the next owner of the partitions never
-runs beside a worker still writing their state. A worker killed with SIGKILL sends nothing, so a
-crashed worker restarted within the session timeout still takes its partitions straight back.
+again without a rebalance. A worker that is not coming back (a scale-down, ``make down``) would
+leave its partitions uncounted for the whole session timeout. Kafka's LeaveGroup v3 (KIP-345)
+removes a static member by its instance id (Kafka's admin client sends it for
+``removeMembersFromConsumerGroup``). A worker sends it on a clean stop, as the last thing its
+consumer does: after Faust has waited for the last batch to be applied, its writes acknowledged
+and its offsets committed, so the next owner of the partitions never runs beside a worker still
+writing their state. A worker killed with SIGKILL sends nothing, so a crashed worker restarted
+within the session timeout still takes its partitions straight back.
 """
 from __future__ import annotations
 
@@ -41,21 +50,47 @@ LEAVE_GROUP_API_KEY = 13
 FETCH_MAX_WAIT_MS = 200
 
 
-def shorten_fetch_wait(max_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
-    """Make every Faust worker consumer created from now on wait at most ``max_wait_ms`` per fetch."""
+def tune_worker_consumers(instance_id: str | None, leave_timeout_s: float, fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
+    """Make every Faust worker consumer created from now on heartbeat through its assignment
+    callback, wait at most ``fetch_max_wait_ms`` per fetch and, as a static member
+    (``instance_id``), leave its group when it closes. Call it before Faust starts its consumer.
+    """
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-    create = AIOKafkaConsumerThread._create_worker_consumer
-    if getattr(create, "fetch_wait_ms", None) == max_wait_ms:
-        return
+    create = getattr(AIOKafkaConsumerThread._create_worker_consumer, "untuned", AIOKafkaConsumerThread._create_worker_consumer)
 
     def create_worker_consumer(thread: Any, transport: Any) -> Any:
         consumer = create(thread, transport)
-        consumer._fetch_max_wait_ms = max_wait_ms  # Faust passes 1500 and offers no setting
+        consumer._fetch_max_wait_ms = fetch_max_wait_ms  # Faust passes 1500 and offers no setting
+        start = consumer.start
+
+        async def start_then_tune() -> None:
+            await start()  # creates the group coordinator; the first join waits for Faust's subscribe
+            heartbeat_from_sync(consumer._coordinator)
+            if instance_id:
+                leave_when_closed(consumer._coordinator, instance_id, leave_timeout_s)
+
+        consumer.start = start_then_tune
         return consumer
 
-    create_worker_consumer.fetch_wait_ms = max_wait_ms  # type: ignore[attr-defined]
+    create_worker_consumer.untuned = create  # type: ignore[attr-defined]
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer
+
+
+def heartbeat_from_sync(coordinator: Any) -> None:
+    """Start an aiokafka group coordinator's heartbeats once the group is synced, not after the
+    assignment callback (which aiokafka awaits in ``_on_join_complete``, before it starts them).
+
+    A rebalance that begins meanwhile is answered REBALANCE_IN_PROGRESS and makes the member
+    rejoin after the callback, as any heartbeat would.
+    """
+    on_join_complete = coordinator._on_join_complete
+
+    async def heartbeating_on_join_complete(*args: Any, **kwargs: Any) -> Any:
+        coordinator._start_heartbeat_task()  # aiokafka's own call after the callback is then a no-op
+        return await on_join_complete(*args, **kwargs)
+
+    coordinator._on_join_complete = heartbeating_on_join_complete
 
 
 class LeaveGroupResponse_v3(Response):

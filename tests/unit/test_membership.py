@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 from aiokafka import errors
 
-from processor.membership import FENCED_INSTANCE_ID, FETCH_MAX_WAIT_MS, LeaveGroupResponse_v3, StaticMemberLeaveRequest, leave_errors, leave_when_closed
+from processor.membership import (
+    FENCED_INSTANCE_ID,
+    FETCH_MAX_WAIT_MS,
+    LeaveGroupResponse_v3,
+    StaticMemberLeaveRequest,
+    heartbeat_from_sync,
+    leave_errors,
+    leave_when_closed,
+)
 
 
 def kafka_string(value: str) -> bytes:
@@ -93,12 +101,33 @@ def test_a_failed_leave_does_not_fail_the_stop() -> None:
     assert len(coordinator._client.sent) == 1
 
 
-async def test_the_workers_consumer_waits_at_most_the_bound_per_fetch_and_keeps_the_configured_session() -> None:
+class FakeJoiningCoordinator:
+    """aiokafka's coordinator as far as a join goes: the assignment callback, then heartbeats."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def _start_heartbeat_task(self) -> None:
+        self.events.append("heartbeats start")
+
+    async def _on_join_complete(self, generation: int, member_id: str, protocol: str, assignment: bytes) -> None:
+        self.events.append(f"assignment callback, generation {generation}")
+
+
+def test_heartbeats_start_when_the_group_is_synced_not_after_the_assignment_callback() -> None:
+    coordinator = FakeJoiningCoordinator()
+    heartbeat_from_sync(coordinator)
+    asyncio.run(coordinator._on_join_complete(7, "m", "faust", b""))
+    assert coordinator.events == ["heartbeats start", "assignment callback, generation 7"]
+
+
+async def test_the_workers_consumer_is_tuned_before_it_starts() -> None:
     from processor.app import app, config
 
     consumer = app.consumer._thread._create_worker_consumer(app.transport)  # what Faust starts in its thread
     try:
         assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS < 1500
+        assert consumer.start.__name__ == "start_then_tune"
         assert (consumer._session_timeout_ms, consumer._heartbeat_interval_ms) == (
             config.session_timeout_s * 1000, config.heartbeat_interval_s * 1000)
     finally:
