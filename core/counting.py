@@ -23,8 +23,10 @@ import orjson
 from core.messages import CATCHING_UP, COUNTING, LIVE, CountingStatus
 from core.routing import shard_of
 
-# How long a partition may go without a status before its counting is taken for stopped. The
-# processor speaks every second; five allow for a worker's event loop stalling on a large batch.
+# How often a processor worker says how its counting goes, and how long a partition may go
+# without a word before its counting is taken for stopped: five statuses, which allows for a
+# worker's event loop stalling on a large batch.
+SAY_EVERY_MS = 1_000
 STALE_MS = 5_000
 
 # Why a partition is not live, for /readyz.

@@ -21,14 +21,15 @@ from typing import Any, Generic, TypeVar
 import faust
 from faust.types import TP
 
+from core.counting import SAY_EVERY_MS, counting_states
 from core.ledger import ArticleTally, UserClaps
-from core.messages import ClapRecorded
+from core.messages import ClapRecorded, CountingStatus
 from core.partitioning import article_partitioner
 from core.processing import ClapCounter, LogEvent
 from observability.logs import faust_logging_config
 from processor import metrics
 from processor.config import ProcessorConfig
-from processor.readiness import add_ready_page
+from processor.readiness import add_ready_page, observe
 from processor.state_store import faust_store_url, worker_state_dir
 
 log = logging.getLogger("processor")
@@ -295,6 +296,22 @@ async def look_for_a_hole_at_the_tail() -> None:
     _expected_at_last_look = expected
     if counter.holes:
         await holes.reread(counter.holes)
+
+
+@app.timer(interval=SAY_EVERY_MS / 1000)
+async def say_whether_counting_is_live() -> None:
+    """Tell the gateways, for each clap partition this worker owns, whether its totals are live
+    or held back (core.counting), on the fan-out partition of the same number: both topics are
+    keyed by article with as many partitions, so that is where its articles' totals are."""
+    try:
+        worker = observe(app)
+        counting = not (worker.rebalancing or worker.recovering or not worker.tables_ready)
+        held = {*counter.catching_up, *counter.holes}
+        for partition, state in counting_states(counter.expected_offsets, held, counting=counting).items():
+            status = CountingStatus(partition, state, config.epoch)
+            await counts_topic.send(key=status.key, value=status.to_json(), partition=partition)
+    except Exception as error:  # never a reason to stop counting; gateways take silence for catching up
+        log.warning("counting status not sent: %r", error)
 
 
 def _parse(event: Any) -> ClapRecorded | None:
