@@ -21,15 +21,16 @@ from typing import Any, Generic, TypeVar
 import faust
 from faust.types import TP
 
+from core.counting import SAY_EVERY_MS, counting_states
 from core.ledger import ArticleTally, UserClaps
-from core.messages import ClapRecorded
+from core.messages import ClapRecorded, CountingStatus
 from core.partitioning import article_partitioner
 from core.processing import ClapCounter, LogEvent
 from observability.logs import faust_logging_config
 from processor import metrics
 from processor.config import ProcessorConfig
 from processor.fault_injection import DeliveryDropper
-from processor.readiness import add_ready_page
+from processor.readiness import add_ready_page, observe
 from processor.state_store import faust_store_url, worker_state_dir
 
 log = logging.getLogger("processor")
@@ -311,6 +312,38 @@ async def look_for_a_hole_at_the_tail() -> None:
     _expected_at_last_look = expected
     if counter.holes:
         await holes.reread(counter.holes)
+
+
+_restoring_since: float | None = None
+
+
+@app.timer(interval=SAY_EVERY_MS / 1000)
+async def say_whether_counting_is_live() -> None:
+    """Tell the gateways, for each clap partition this worker owns, whether its totals are live
+    or held back (core.counting), on the fan-out partition of the same number: both topics are
+    keyed by article with as many partitions, so that is where its articles' totals are.
+
+    Held back: the counter holds the partition (catching up with the log, or a hole). Restoring
+    tables counts too once it has lasted 2 s: every rebalance restores for a moment, and readers
+    need not hear of that. A partition between owners for a rebalance is simply not spoken for;
+    gateways hear silence as catching up only after 5 s of it.
+    """
+    global _restoring_since
+    try:
+        worker = observe(app)
+        now = asyncio.get_running_loop().time()
+        restoring = worker.recovering or not worker.tables_ready
+        if not restoring:
+            _restoring_since = None
+        elif _restoring_since is None:
+            _restoring_since = now
+        counting = _restoring_since is None or now - _restoring_since < 2.0
+        held = {*counter.catching_up, *counter.holes}
+        for partition, state in counting_states(counter.expected_offsets, held, counting=counting).items():
+            status = CountingStatus(partition, state, config.epoch)
+            await counts_topic.send(key=status.key, value=status.to_json(), partition=partition)
+    except Exception as error:  # never a reason to stop counting; gateways take silence for catching up
+        log.warning("counting status not sent: %r", error)
 
 
 def _parse(event: Any) -> ClapRecorded | None:

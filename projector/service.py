@@ -27,7 +27,7 @@ from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
 from cassandra.cluster import NoHostAvailable
 
 from core.ledger import UserClaps
-from core.messages import CountChanged, newest_per_article
+from core.messages import CountChanged, decode_fan_out, newest_per_article
 from core.ports import CounterStore
 from core.processing import split_user_key
 from projector import metrics
@@ -132,7 +132,10 @@ class Projector:
             for record in records:
                 try:
                     if changelog is None:
-                        totals.append(CountChanged.from_json(record.value))
+                        record_on_fan_out = decode_fan_out(record.value)
+                        # Counting statuses ride the same topic for the gateways; the store keeps totals.
+                        if isinstance(record_on_fan_out, CountChanged):
+                            totals.append(record_on_fan_out)
                     elif record.value is not None:  # a tombstone: the processor dropped a key
                         users.append(user_total_from_changelog(record.key, record.value, int(changelog.group(1))))
                 except (ValueError, KeyError, TypeError, AttributeError):
