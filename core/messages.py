@@ -119,7 +119,10 @@ class CountChanged:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> CountChanged:
-        doc = orjson.loads(raw)
+        return cls.from_doc(orjson.loads(raw))
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> CountChanged:
         return cls(
             article=doc["article"],
             total=int(doc["total"]),
@@ -146,3 +149,66 @@ def newest_per_article(updates: list[CountChanged]) -> list[CountChanged]:
         if held is None or is_newer(update.position(), held.position()):
             newest[update.article] = update
     return list(newest.values())
+
+
+COUNTING = "counting"
+LIVE = "live"
+CATCHING_UP = "catching_up"
+COUNTING_STATES = (LIVE, CATCHING_UP)
+
+
+@dataclass(frozen=True, slots=True)
+class CountingStatus:
+    """Whether the totals of one clap partition's articles are being counted as claps arrive.
+
+    Each processor worker says it about every clap partition it owns, once a second, on the
+    fan-out partition of the same number (where those articles' totals are: both topics are
+    keyed by article and have as many partitions). ``catching_up``: the worker holds the
+    partition's totals back while it reads its log again (a restart, a rebalance, a rebuild, a
+    skipped delivery), so acked claps are not in any total yet. Silence says as much: a dead
+    worker, or nobody owning the partition. ``epoch`` tells a rebuild's workers from the live ones.
+    """
+
+    partition: int
+    state: str
+    epoch: int
+
+    def __post_init__(self) -> None:
+        if self.state not in COUNTING_STATES:
+            raise ValueError(f"counting state must be one of {COUNTING_STATES}, not {self.state!r}")
+        if self.partition < 0:
+            raise ValueError(f"partition must not be negative, not {self.partition}")
+
+    @property
+    def key(self) -> bytes:
+        """Its key on the compacted fan-out topic: one per partition, never an article id (which
+        cannot hold a colon), so it replaces only the partition's previous status."""
+        return f"{COUNTING}:{self.partition}".encode()
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {"v": SCHEMA_VERSION, "type": COUNTING, "partition": self.partition, "state": self.state, "epoch": self.epoch}
+        )
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> CountingStatus:
+        partition, epoch = doc["partition"], doc["epoch"]
+        if type(partition) is not int or type(epoch) is not int:
+            raise ValueError("partition and epoch must be integers")
+        return cls(partition, doc["state"], epoch)
+
+
+def decode_fan_out(raw: bytes | str) -> CountChanged | CountingStatus:
+    """One record of the fan-out topic: an article's total, or a partition's counting status.
+
+    Raises ValueError (or KeyError, TypeError) for a record that is neither; a consumer skips it.
+    """
+    doc = orjson.loads(raw)
+    if not isinstance(doc, dict):
+        raise ValueError("a fan-out record is a JSON object")
+    kind = doc.get("type", "count")
+    if kind == COUNTING:
+        return CountingStatus.from_doc(doc)
+    if kind != "count":
+        raise ValueError(f"unknown fan-out record type {kind!r}")
+    return CountChanged.from_doc(doc)

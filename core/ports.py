@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
-from core.messages import ClapRecorded, CountChanged
+from core.messages import ClapRecorded, CountChanged, CountingStatus
 
 
 class ClapLog(Protocol):
@@ -22,14 +22,21 @@ class ClapLog(Protocol):
 
 
 class CountFeed(Protocol):
-    """The fan-out of numbered totals from the processor to every gateway."""
+    """The fan-out of numbered totals from the processor to every gateway, and of the processor's
+    counting statuses (``CountingStatus``), each on the partition of the articles it speaks for."""
 
-    async def publish(self, updates: Sequence[CountChanged]) -> None: ...
+    @property
+    def partitions(self) -> int | None:
+        """How many partitions the fan-out has (articles are spread by ``core.routing.shard_of``);
+        known once subscribed."""
 
-    async def subscribe(self) -> AsyncIterator[CountChanged]:
-        """Totals published after this returns, in order per article.
+    async def publish(self, updates: Sequence[CountChanged | CountingStatus]) -> None: ...
 
-        An adapter may deliver only the articles being followed (a gateway filters by room anyway).
+    async def subscribe(self) -> AsyncIterator[CountChanged | CountingStatus]:
+        """Totals and statuses published after this returns, totals in order per article.
+
+        An adapter may deliver only the articles being followed, and only the statuses of their
+        partitions (a gateway filters by room anyway).
         """
 
     def follow(self, article: str) -> None:

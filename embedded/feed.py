@@ -1,18 +1,24 @@
-"""The embedded count feed: in-process, conflating, so a slow subscriber holds one total per article."""
+"""The embedded count feed: in-process, conflating, so a slow subscriber holds one total per article
+and the newest counting status of the log's one partition."""
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
-from core.messages import CountChanged, is_newer
+from core.messages import CountChanged, CountingStatus, is_newer
 
 
 class _Mailbox:
     def __init__(self) -> None:
         self.latest: dict[str, CountChanged] = {}
+        self.statuses: dict[tuple[int, int], CountingStatus] = {}  # (partition, epoch) -> the newest
         self.ready = asyncio.Event()
 
-    def put(self, update: CountChanged) -> None:
+    def put(self, update: CountChanged | CountingStatus) -> None:
+        if isinstance(update, CountingStatus):
+            self.statuses[(update.partition, update.epoch)] = update
+            self.ready.set()
+            return
         held = self.latest.get(update.article)
         if held is None or is_newer(update.position(), held.position()):
             self.latest[update.article] = update
@@ -20,27 +26,33 @@ class _Mailbox:
 
 
 class InMemoryCountFeed:
+    # The embedded log is one partition.
+    partitions = 1
+
     def __init__(self) -> None:
         self._mailboxes: set[_Mailbox] = set()
 
-    async def publish(self, updates: Sequence[CountChanged]) -> None:
+    async def publish(self, updates: Sequence[CountChanged | CountingStatus]) -> None:
         for mailbox in self._mailboxes:
             for update in updates:
                 mailbox.put(update)
 
-    async def subscribe(self) -> AsyncIterator[CountChanged]:
+    async def subscribe(self) -> AsyncIterator[CountChanged | CountingStatus]:
         mailbox = _Mailbox()
         self._mailboxes.add(mailbox)
         return self._drain(mailbox)
 
-    async def _drain(self, mailbox: _Mailbox) -> AsyncIterator[CountChanged]:
+    async def _drain(self, mailbox: _Mailbox) -> AsyncIterator[CountChanged | CountingStatus]:
         try:
             while True:
                 await mailbox.ready.wait()
                 mailbox.ready.clear()
                 batch, mailbox.latest = mailbox.latest, {}
+                statuses, mailbox.statuses = mailbox.statuses, {}
                 for update in batch.values():
                     yield update
+                for status in statuses.values():
+                    yield status
         finally:
             self._mailboxes.discard(mailbox)
 

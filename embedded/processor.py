@@ -4,6 +4,11 @@ Every window it applies what the log holds past the last applied offset, closes 
 and commits state, applied offset and totals in one SQLite transaction before announcing the
 totals: a total a reader has seen can never vanish in a crash, and a crash between commits
 only means the same events are applied again from the last committed offset.
+
+Once a second it also says whether it counts live or is still replaying the log (a restart, a
+rebuild at a new epoch), as the Faust workers do, so readers are told their count is catching up.
+It cannot fall silent while the gateway runs: they share the process, and the process exits when
+this loop ends.
 """
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ import logging
 from typing import Generic, TypeVar
 
 from core.ports import CountFeed
+from core.counting import SAY_EVERY_MS, counting_states
+from core.messages import CountingStatus
 from core.processing import ClapCounter, LogEvent
 from embedded.file_log import FileClapLog
 from embedded.sqlite_store import SqliteCounterStore
@@ -50,6 +57,7 @@ class EmbeddedProcessor:
         window_ms: int,
         epoch: int,
         max_batch: int = 20_000,
+        status_every_s: float = SAY_EVERY_MS / 1000,
     ) -> None:
         self.clap_log = clap_log
         self.store = store
@@ -57,6 +65,7 @@ class EmbeddedProcessor:
         self.window_ms = window_ms
         self.epoch = epoch
         self.max_batch = max_batch
+        self.status_every_s = status_every_s
         self.applied_offset = -1
         self.counter: ClapCounter | None = None
         self.ready = asyncio.Event()
@@ -78,6 +87,7 @@ class EmbeddedProcessor:
         self.ready.set()
         loop = asyncio.get_running_loop()
         next_tick = loop.time()
+        next_status = next_tick
         try:
             while True:
                 # A fixed cadence: the period is the window, not the window plus the work.
@@ -86,6 +96,9 @@ class EmbeddedProcessor:
                 next_tick = max(next_tick, loop.time() - self.window_ms / 1000)
                 if reader.done():
                     reader.result()  # re-raise what stopped it
+                if loop.time() >= next_status:
+                    next_status = loop.time() + self.status_every_s
+                    await self.feed.publish(self._statuses(counter))
                 batch = []
                 while not inbox.empty():
                     offset, clap = inbox.get_nowait()
@@ -102,6 +115,10 @@ class EmbeddedProcessor:
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
+
+    def _statuses(self, counter: ClapCounter) -> list[CountingStatus]:
+        states = counting_states([LOG_PARTITION], held=counter.catching_up)
+        return [CountingStatus(partition, state, self.epoch) for partition, state in states.items()]
 
     async def _read_log(self, inbox: asyncio.Queue) -> None:
         # A bounded queue: when the processor falls behind, reading the log waits for it.

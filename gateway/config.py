@@ -30,6 +30,9 @@ class GatewayConfig:
     # and forgets a gateway not heard from for five (docs/DESIGN.md, "Who is reading now").
     presence_interval_s: float = 1.0
     presence_ttl_ms: int = 5_000
+    # A partition whose processor has said nothing for this long counts as catching up: readers
+    # of its articles are told so (the processor speaks every second; gateway/counting.py).
+    counting_stale_s: float = 5.0
     cassandra_hosts: tuple[str, ...] = ("127.0.0.1",)
     cassandra_port: int = 9042
     cassandra_keyspace: str = "claps"
@@ -109,6 +112,7 @@ class GatewayConfig:
             gateway_urls=tuple(url.strip() for url in env.get("CLAP_GATEWAY_URLS", "").split(",") if url.strip()),
             append_timeout_s=float(env.get("CLAP_APPEND_TIMEOUT_S", cls.append_timeout_s)),
             store_timeout_s=float(env.get("CLAP_STORE_TIMEOUT_S", cls.store_timeout_s)),
+            counting_stale_s=float(env.get("COUNTING_STALE_S", cls.counting_stale_s)),
         )
 
     def with_stored_credentials(self) -> GatewayConfig:

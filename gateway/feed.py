@@ -27,9 +27,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import IllegalStateError
 
-from core.messages import CountChanged
+from core.messages import CountChanged, CountingStatus
 from core.routing import PartitionInterest, shard_of
-from gateway.kafka_adapters import KafkaCountFeed, newest_totals
+from gateway.kafka_adapters import KafkaCountFeed, newest_records
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class PartitionedCountFeed(KafkaCountFeed):
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def subscribe(self) -> AsyncIterator[CountChanged]:
+    async def subscribe(self) -> AsyncIterator[CountChanged | CountingStatus]:
         if self._consumer is not None:
             raise RuntimeError("a PartitionedCountFeed has one subscriber")
         partitions = await partition_count(self.bootstrap, self.topic)
@@ -180,13 +180,14 @@ class PartitionedCountFeed(KafkaCountFeed):
         self._consumer = consumer
         self._consumers.append(consumer)
         self._interest = PartitionInterest(partitions)
+        self._partitions = partitions
         self._pinner = asyncio.create_task(self._pin_new_partitions(), name="feed-pinner")
         early, self._early = self._early, set()
         for article in early:
             self.follow(article)
         return self._drain(consumer)
 
-    async def _drain(self, consumer: AIOKafkaConsumer) -> AsyncIterator[CountChanged]:
+    async def _drain(self, consumer: AIOKafkaConsumer) -> AsyncIterator[CountChanged | CountingStatus]:
         assert self._pinner is not None
         try:
             while True:
@@ -207,7 +208,7 @@ class PartitionedCountFeed(KafkaCountFeed):
                     self._next[tp.partition] = records[-1].offset + 1
                     self.records_read[tp.partition] = self.records_read.get(tp.partition, 0) + len(records)
                     followed.append(records)
-                for update in newest_totals(followed):
+                for update in newest_records(followed):
                     yield update
         finally:
             self._pinner.cancel()

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from core.messages import ClapRecorded, CountChanged, newest_per_article
+from core.messages import ClapRecorded, CountChanged, CountingStatus, decode_fan_out, newest_per_article
 from core.partitioning import partition_for_key
 from core.presence import PresenceReport
 
@@ -99,17 +99,24 @@ class KafkaClapLog:
             await self._producer.stop()
 
 
-def newest_totals(batches) -> list[CountChanged]:
-    """The newest total of each article in fetched record batches, malformed records skipped:
-    a gateway that fell behind catches up with one total per article."""
-    updates = []
+def newest_records(batches) -> list[CountChanged | CountingStatus]:
+    """The newest total of each article in fetched record batches, then the partitions' counting
+    statuses in the order they came, malformed records skipped: a gateway that fell behind
+    catches up with one total per article."""
+    updates: list[CountChanged] = []
+    statuses: list[CountingStatus] = []
     for records in batches:
         for record in records:
             try:
-                updates.append(CountChanged.from_json(record.value))
+                decoded = decode_fan_out(record.value)
             except (ValueError, KeyError, TypeError):
                 log.warning("skipping malformed count message at %s:%d", record.topic, record.offset)
-    return newest_per_article(updates)
+                continue
+            if isinstance(decoded, CountingStatus):
+                statuses.append(decoded)
+            else:
+                updates.append(decoded)
+    return [*newest_per_article(updates), *statuses]
 
 
 class KafkaCountFeed:
@@ -121,17 +128,29 @@ class KafkaCountFeed:
         self.topic = topic
         self._producer: AIOKafkaProducer | None = None
         self._consumers: list[AIOKafkaConsumer] = []
+        self._partitions: int | None = None
 
-    async def publish(self, updates: Sequence[CountChanged]) -> None:
+    @property
+    def partitions(self) -> int | None:
+        """The topic's partitions, once subscribed."""
+        return self._partitions
+
+    async def publish(self, updates: Sequence[CountChanged | CountingStatus]) -> None:
         if self._producer is None:
             self._producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, partitioner=article_partitioner
             )
             await self._producer.start()
-        sent = [await self._producer.send(self.topic, u.to_json(), key=u.article.encode()) for u in updates]
+        sent = []
+        for update in updates:
+            if isinstance(update, CountingStatus):
+                # On the partition of the articles it speaks for (see core.messages.CountingStatus).
+                sent.append(await self._producer.send(self.topic, update.to_json(), key=update.key, partition=update.partition))
+            else:
+                sent.append(await self._producer.send(self.topic, update.to_json(), key=update.article.encode()))
         await asyncio.gather(*sent)
 
-    async def subscribe(self) -> AsyncIterator[CountChanged]:
+    async def subscribe(self) -> AsyncIterator[CountChanged | CountingStatus]:
         consumer = AIOKafkaConsumer(
             self.topic,
             bootstrap_servers=self.bootstrap,
@@ -150,14 +169,15 @@ class KafkaCountFeed:
             await asyncio.sleep(0.05)
         for tp in consumer.assignment():
             await consumer.position(tp)  # pin "the end" now, so nothing published after this is missed
+        self._partitions = len(consumer.assignment())
         self._consumers.append(consumer)
         return self._drain(consumer)
 
-    async def _drain(self, consumer: AIOKafkaConsumer) -> AsyncIterator[CountChanged]:
+    async def _drain(self, consumer: AIOKafkaConsumer) -> AsyncIterator[CountChanged | CountingStatus]:
         try:
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
-                for update in newest_totals(batches.values()):
+                for update in newest_records(batches.values()):
                     yield update
         finally:
             await consumer.stop()

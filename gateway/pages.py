@@ -62,6 +62,8 @@ def article_page(article: Article, total: CountChanged, gateways: Sequence[str] 
   <button id="clap" type="button" aria-label="Clap for this article">&#128079;</button>
   <span class="total" aria-live="polite" aria-atomic="true"><span id="count">{total.total}</span>
     <span class="visually-hidden">claps</span></span>
+  <span id="counting" class="counting" aria-live="polite"
+    title="Claps are saved; the count moves again once counting has caught up."></span>
   <span id="burst" class="burst" aria-hidden="true"></span>
   <span id="mine" class="mine" aria-live="polite"></span>
   <button id="undo" type="button" class="undo" disabled>Undo my claps</button>

@@ -458,3 +458,11 @@ class RoomRegistry:
             return 0
         self._write_all(room.readers, article + ROOM_FRAME_SEPARATOR + kind, frame)
         return len(room.readers)
+
+    def send_to_reader(self, reader: Reader, article: str, kind: str, frame: bytes) -> int:
+        """Write ``frame`` of ``kind`` (not a total) to one reader of ``article``'s room, held the
+        way :meth:`send_to_room` holds it. Returns 1, or 0 if the reader is not in the room."""
+        if article not in reader.articles:
+            return 0
+        self._deliver(reader, article + ROOM_FRAME_SEPARATOR + kind, frame)
+        return 1

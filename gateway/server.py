@@ -23,7 +23,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from core.identity import issue_token, verify_token
-from core.messages import ClapRecorded, CountChanged, undo_recorded
+from core.messages import ClapRecorded, CountChanged, CountingStatus, undo_recorded
 from core.ports import ClapLog, CounterStore, CountFeed
 from core.ratelimit import KeyedRateLimiter, TokenBucket
 from core.validation import (
@@ -40,6 +40,7 @@ from core.validation import (
 from gateway import articles, pages
 from gateway.catalogue import Catalogue, EmbeddedArticles, article_from_doc
 from gateway.config import GatewayConfig
+from gateway.counting import CountingNotices
 from gateway.health import Outages
 from gateway.http import cookie, html_response, json_error, json_response, respond, split_path
 from gateway.presence import LocalPresenceBus, Presence, PresenceBus
@@ -135,8 +136,10 @@ class Gateway:
         self.identity_limiter = KeyedRateLimiter(
             config.identities_per_minute / 60, config.identity_burst, config.identity_limiter_addresses
         )
-        self.rooms = RoomRegistry(write_buffer_high=config.write_buffer_high, on_open=feed.follow, on_close=feed.unfollow,
-                                  on_pass=lambda room, seconds: self.metrics.room_pass.observe(seconds))
+        self.rooms = RoomRegistry(write_buffer_high=config.write_buffer_high, on_open=self._room_opened,
+                                  on_close=self._room_closed, on_pass=lambda room, seconds: self.metrics.room_pass.observe(seconds))
+        # Whether each room's count is live or catching up with the processor (gateway/counting.py).
+        self.counting = CountingNotices(self.rooms, clock_ms, stale_ms=round(config.counting_stale_s * 1000))
         self.metrics = Metrics()
         self.metrics.max_connections.set(config.max_connections)
         self.readers: set[Reader] = set()
@@ -156,17 +159,22 @@ class Gateway:
         self._listing: dict[Reader, set[str]] = {}
         self._listing_per_article: dict[str, int] = {}
         self._presence_task: asyncio.Task[None] | None = None
+        self._counting_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         updates = await self.feed.subscribe()
+        self.counting.start(self.feed.partitions or 1)
         self._tasks.append(asyncio.create_task(self._consume_feed(updates), name="feed"))
         self._tasks.append(asyncio.create_task(self.rooms.run_backlog_flusher(), name="backlog"))
         self._tasks.append(asyncio.create_task(self._keepalive(), name="keepalive"))
         # Not vital: without it readers lose "N reading now", never a count or a clap.
         self._presence_task = asyncio.create_task(self.presence.run(), name="presence")
         self._presence_task.add_done_callback(_log_presence_end)
+        # Not vital either: without it readers are not told that a count is catching up.
+        self._counting_task = asyncio.create_task(self.counting.run(), name="counting")
+        self._counting_task.add_done_callback(_log_counting_end)
         self._server = await serve(
             self._handle,
             self.config.host,
@@ -205,6 +213,9 @@ class Gateway:
             self._presence_task.cancel()
             await asyncio.gather(self._presence_task, return_exceptions=True)
             await self.presence.stop()
+        if self._counting_task is not None:
+            self._counting_task.cancel()
+            await asyncio.gather(self._counting_task, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -217,10 +228,21 @@ class Gateway:
                 self.rooms.ping_all(readers[start : start + self.rooms.chunk])
                 await asyncio.sleep(0)  # a sweep over 18,000 sockets must not stall the loop
 
-    async def _consume_feed(self, updates: AsyncIterator[CountChanged]) -> None:
+    async def _consume_feed(self, updates: AsyncIterator[CountChanged | CountingStatus]) -> None:
         async for update in updates:
+            if isinstance(update, CountingStatus):
+                self.counting.heard(update)
+                continue
             self.metrics.updates_in.inc()
             await self.rooms.publish(update)
+
+    def _room_opened(self, article: str) -> None:
+        self.feed.follow(article)
+        self.counting.opened(article)
+
+    def _room_closed(self, article: str) -> None:
+        self.feed.unfollow(article)
+        self.counting.closed(article)
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -265,13 +287,16 @@ class Gateway:
             # /healthz: alive. /readyz: alive and able to take more readers, so a load balancer
             # stops sending new connections to a full gateway instead of having them refused.
             # Degraded (a store away) is not ready but alive: restarting would not bring it back.
+            # Counts catching up (the processor down or replaying) are said in the body only: every
+            # gateway would leave the load balancer at once, and readers could not even read.
             full = len(self.readers) >= self.config.max_connections
             broken = any(task.done() for task in self._tasks)  # e.g. the feed stopped
             reasons = self.outages.reasons(self.clock_ms() / 1000)
             status = 503 if broken or (path == "/readyz" and (full or reasons)) else 200
             doc = {"status": "broken" if broken else "full" if full else "degraded" if reasons else "ok",
                    "gateway": self.config.name, "mode": self.config.mode,
-                   "connections": len(self.readers), "rooms": len(self.rooms.rooms)}
+                   "connections": len(self.readers), "rooms": len(self.rooms.rooms),
+                   "counting": self.counting.readiness()}
             if reasons:
                 doc["reasons"] = reasons
             return json_response(status, doc)
@@ -566,6 +591,7 @@ class Gateway:
         if article not in reader.articles and len(reader.articles) >= self.config.max_rooms_per_connection:
             raise Refused("too_many_rooms", f"a connection may join at most {self.config.max_rooms_per_connection} articles")
         room = self.rooms.join(reader, article)
+        self.counting.joined(reader, article)
         presence = self.presence.joined(article)
         if presence is not None:
             self._spawn(self._send_text(connection, presence.decode()))
@@ -691,6 +717,11 @@ class Gateway:
 def _log_presence_end(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("presence stopped: %r; readers keep their last numbers", task.exception())
+
+
+def _log_counting_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("counting notices stopped: %r; readers are no longer told when counts catch up", task.exception())
 
 
 def _tune_socket(sock: socket.socket | None, send_buffer: int) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
-from core.messages import CountChanged
+from core.messages import CountChanged, decode_fan_out
 from loadtest.processor_rate import BOOTSTRAP, REPO, free_port, produce_backlog
 from loadtest.procmon import cpu_seconds
 from processor.config import ProcessorConfig
@@ -53,7 +53,9 @@ async def measure(articles: int, events: int, timeout_s: float) -> dict:
             while totals != expected and time.monotonic() < deadline and worker.poll() is None:
                 for records in (await consumer.getmany(timeout_ms=200)).values():
                     for record in records:
-                        update = CountChanged.from_json(record.value)
+                        update = decode_fan_out(record.value)
+                        if not isinstance(update, CountChanged):
+                            continue  # a counting status
                         totals[update.article] = update.total
             cpu1, t1 = cpu_seconds(worker.pid), time.monotonic()
         finally:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from core.messages import ClapRecorded, CountChanged
+from core.messages import ClapRecorded, CountChanged, decode_fan_out
 from gateway.kafka_adapters import article_partitioner
 from processor.config import ProcessorConfig
 from processor.topics import ensure_topics
@@ -112,7 +112,9 @@ async def main(articles: int, users: int, timeout_s: float, profile_s: int) -> i
             while totals != expected and time.monotonic() - started < timeout_s and worker.poll() is None:
                 for records in (await consumer.getmany(timeout_ms=200)).values():
                     for record in records:
-                        update = CountChanged.from_json(record.value)
+                        update = decode_fan_out(record.value)
+                        if not isinstance(update, CountChanged):
+                            continue  # a counting status
                         totals[update.article] = update.total
             elapsed = time.monotonic() - started
         finally:

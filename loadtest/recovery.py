@@ -47,7 +47,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from core.messages import ClapRecorded, CountChanged
+from core.messages import ClapRecorded, CountChanged, decode_fan_out
 from core.partitioning import partition_for_key
 from gateway.kafka_adapters import article_partitioner
 from processor.config import ProcessorConfig
@@ -131,7 +131,9 @@ class CountWatcher:
         while True:
             for records in (await self.consumer.getmany(timeout_ms=100)).values():
                 for record in records:
-                    update = CountChanged.from_json(record.value)
+                    update = decode_fan_out(record.value)
+                    if not isinstance(update, CountChanged):
+                        continue  # a counting status
                     self.totals[update.article] = update.total
 
     async def wait_until(self, done: Callable[[dict[str, int]], bool], timeout_s: float) -> float:

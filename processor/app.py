@@ -21,15 +21,17 @@ from typing import Any, Generic, TypeVar
 import faust
 from faust.types import TP
 
+from core.counting import SAY_EVERY_MS, counting_states
 from core.ledger import ArticleTally, UserClaps
-from core.messages import ClapRecorded
+from core.messages import ClapRecorded, CountingStatus
 from core.partitioning import article_partitioner
 from core.processing import ClapCounter, LogEvent
 from observability.logs import faust_logging_config
 from processor import metrics
 from processor.config import ProcessorConfig
+from processor.fault_injection import DeliveryDropper
 from processor.membership import tune_worker_consumers
-from processor.readiness import add_ready_page
+from processor.readiness import add_ready_page, observe
 from processor.state_store import faust_store_url, worker_state_dir
 
 log = logging.getLogger("processor")
@@ -203,9 +205,13 @@ async def count_claps(stream: faust.StreamT) -> None:
 
 
 async def _count(stream: faust.StreamT) -> None:
+    global batch_in_progress
     async for events in stream.take_events(config.max_batch, within=config.batch_wait_s):
+        batch_in_progress = True
         metrics.batches.started()
         batch = [LogEvent(event.message.partition, event.message.offset, _parse(event)) for event in events]
+        if dropper:
+            batch = dropper.filter(batch)
         was_catching_up = bool(counter.catching_up)
         updates = counter.step(batch)
         if was_catching_up and not counter.catching_up:
@@ -218,6 +224,7 @@ async def _count(stream: faust.StreamT) -> None:
         metrics.batches.done(batch, updates, holding=len(counter.catching_up))
         if counter.holes or holes.first_seen:
             await holes.reread(counter.holes)
+        batch_in_progress = False
 
 
 async def flush_all_sends() -> None:
@@ -249,18 +256,20 @@ class HoleRereader:
     give_up_after_s = 60.0
 
     def __init__(self) -> None:
-        self.first_seen: dict[int, float] = {}
+        self.first_seen: dict[int, tuple[int, float]] = {}  # partition -> (hole offset, first seen)
         self.last_seek: dict[int, float] = {}
 
     async def reread(self, open_holes: dict[int, int]) -> None:
         now = asyncio.get_running_loop().time()
-        for partition in [p for p in self.first_seen if p not in open_holes]:
-            log.info("hole in clap partition %d filled after %.1f s", partition, now - self.first_seen.pop(partition))
-            self.last_seek.pop(partition, None)
+        for partition, (offset, first) in list(self.first_seen.items()):
+            if open_holes.get(partition) != offset:
+                log.info("hole at offset %d of clap partition %d filled after %.1f s", offset, partition, now - first)
+                del self.first_seen[partition]
+                self.last_seek.pop(partition, None)
         for partition, offset in open_holes.items():
             if now - self.last_seek.get(partition, -self.seek_every_s) < self.seek_every_s:
                 continue
-            first = self.first_seen.setdefault(partition, now)
+            _, first = self.first_seen.setdefault(partition, (offset, now))
             if now - first > self.give_up_after_s:
                 log.critical("clap partition %d still misses offset %d after %.0f s; exiting before offsets commit",
                              partition, offset, now - first)
@@ -275,11 +284,14 @@ class HoleRereader:
                 offset = start
             log.warning("delivery of clap partition %d skipped from offset %d; reading it again", partition, offset,
                         extra={"partition": partition, "offset": offset})
-            await app.consumer.seek(tp, offset)
+            # In the consumer's own thread, as Faust's recovery seeks; it resets the read offset too.
+            await app.consumer.seek_wait({tp: offset})
             self.last_seek[partition] = now
 
 
 holes = HoleRereader()
+batch_in_progress = False
+dropper = DeliveryDropper(config.test_drop_once)
 _expected_at_last_look: dict[int, int] = {}
 
 
@@ -288,6 +300,11 @@ async def look_for_a_hole_at_the_tail() -> None:
     """A hole at the end of a delivery has no later event to reveal it: a partition whose
     counting has not moved since the last look while the fetcher is past it lost records."""
     global _expected_at_last_look
+    if app.rebalancing or batch_in_progress:
+        # Records wait in the consumer while a rebalance restores tables, and a batch can wait
+        # out a stalled broker in its flush: counting that has not moved is not a hole then.
+        _expected_at_last_look = {}
+        return
     expected = counter.expected_offsets
     for partition, offset in expected.items():
         if _expected_at_last_look.get(partition) != offset:
@@ -301,6 +318,38 @@ async def look_for_a_hole_at_the_tail() -> None:
     _expected_at_last_look = expected
     if counter.holes:
         await holes.reread(counter.holes)
+
+
+_restoring_since: float | None = None
+
+
+@app.timer(interval=SAY_EVERY_MS / 1000)
+async def say_whether_counting_is_live() -> None:
+    """Tell the gateways, for each clap partition this worker owns, whether its totals are live
+    or held back (core.counting), on the fan-out partition of the same number: both topics are
+    keyed by article with as many partitions, so that is where its articles' totals are.
+
+    Held back: the counter holds the partition (catching up with the log, or a hole). Restoring
+    tables counts too once it has lasted 2 s: every rebalance restores for a moment, and readers
+    need not hear of that. A partition between owners for a rebalance is simply not spoken for;
+    gateways hear silence as catching up only after 5 s of it.
+    """
+    global _restoring_since
+    try:
+        worker = observe(app)
+        now = asyncio.get_running_loop().time()
+        restoring = worker.recovering or not worker.tables_ready
+        if not restoring:
+            _restoring_since = None
+        elif _restoring_since is None:
+            _restoring_since = now
+        counting = _restoring_since is None or now - _restoring_since < 2.0
+        held = {*counter.catching_up, *counter.holes}
+        for partition, state in counting_states(counter.expected_offsets, held, counting=counting).items():
+            status = CountingStatus(partition, state, config.epoch)
+            await counts_topic.send(key=status.key, value=status.to_json(), partition=partition)
+    except Exception as error:  # never a reason to stop counting; gateways take silence for catching up
+        log.warning("counting status not sent: %r", error)
 
 
 def _parse(event: Any) -> ClapRecorded | None:

@@ -45,6 +45,9 @@ class ProcessorConfig:
     # partitions back at once, without a rebalance. A worker stopped on purpose leaves the group
     # (processor/membership.py). "" turns it off; None derives it.
     instance_id: str | None = None
+    # A test hook (processor/fault_injection.py): "article:first:count,..." drops those events of
+    # an article from the worker's delivery once, as Faust's recovery can; empty in production.
+    test_drop_once: str = ""
 
     def __post_init__(self) -> None:
         if self.store not in ("rocksdb", "memory"):
@@ -108,4 +111,5 @@ class ProcessorConfig:
             session_timeout_s=float(env.get("PROCESSOR_SESSION_TIMEOUT_S", cls.session_timeout_s)),
             heartbeat_interval_s=float(env.get("PROCESSOR_HEARTBEAT_INTERVAL_S", cls.heartbeat_interval_s)),
             instance_id=env.get("PROCESSOR_INSTANCE_ID", cls.instance_id),
+            test_drop_once=env.get("PROCESSOR_TEST_DROP_ONCE", cls.test_drop_once),
         )

@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from core.ledger import ArticleTally, UserClaps
-from core.messages import ClapRecorded, CountChanged
+from core.messages import ClapRecorded, CountChanged, decode_fan_out
 from core.partitioning import partition_for_key
 from core.processing import apply_event
 from processor.topics import ensure_changelog_topics
@@ -132,9 +132,11 @@ class CountsFollower:
             for records in (await self.consumer.getmany(timeout_ms=200, max_records=20_000)).values():
                 for record in records:
                     try:
-                        update = CountChanged.from_json(record.value)
+                        update = decode_fan_out(record.value)
                     except (ValueError, KeyError, TypeError):
                         continue
+                    if not isinstance(update, CountChanged):
+                        continue  # a counting status
                     held = self.rebuilt if update.epoch == self.epoch else self.live if update.epoch < self.epoch else None
                     if held is None:
                         continue

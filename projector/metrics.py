@@ -6,6 +6,8 @@
   per article (per reader) of each batch.
 - ``projector_write_seconds{kind}``: Cassandra write latency of one batch's rows, retries included.
 - ``projector_write_retries_total``: writes that failed transiently and were tried again.
+- ``projector_commits_lost_total``: batches whose offsets were not committed because the group
+  rebalanced while they were written (harmless: the new owner writes the same rows again).
 - ``projector_lag{topic,partition}``: records past the projector's position, per owned partition.
 - ``projector_last_commit_timestamp_seconds``: when offsets were last committed (a stopped
   projector is one whose lag stays above zero while this stays still).
@@ -31,6 +33,9 @@ write_seconds = Histogram(
 )
 write_retries = Counter("projector_write_retries", "Cassandra writes that failed transiently and were retried", registry=registry)
 lag = Gauge("projector_lag", "Records past the projector's position", ["topic", "partition"], registry=registry)
+commits_lost = Counter(
+    "projector_commits_lost", "Batches whose offsets were not committed because the group rebalanced meanwhile", registry=registry
+)
 last_commit = Gauge("projector_last_commit_timestamp_seconds", "When offsets were last committed", registry=registry)
 for kind in KINDS:  # exported at 0 from the start, so rate() sees the first record
     records.labels(kind)

@@ -21,6 +21,9 @@
 //   undo took everything back ("you: 0/50"); the one case where it did not, an undo past the
 //   fifth on one article, shows right on the next load (the total is the server's either way).
 // - "N reading now" comes from `presence` messages: readers of this article on every gateway.
+// - "catching up…" beside the count while a `counting` message says the count is catching up
+//   (claps are acked but not yet counted: the processor is down or replaying), gone when one
+//   says live. A new connection starts without it: its gateway tells it again if need be.
 // - "+N" beside the count shows what others just clapped: a count's `delta` minus the own
 //   batches it brought in. "N in the last minute" sums the positive deltas of the counts this
 //   page received over a sliding minute (since the page loaded; the first count after each
@@ -40,6 +43,7 @@
   const burstEl = document.getElementById("burst");
   const minuteEl = document.getElementById("minute");
   const readingEl = document.getElementById("reading");
+  const countingEl = document.getElementById("counting");
   const MINUTE_MS = 60_000;
 
   const wsUrl = (base) => {
@@ -168,6 +172,7 @@
       backoff = 250;
       catchingUp = true;
       statusEl.textContent = "live";
+      countingEl.textContent = "";
       send({ type: "join", article });
       for (const [id, batch] of batches) if (batch.seq === null) sendClap(id);
     };
@@ -186,6 +191,8 @@
           if (msg.delta > own) showBurst(msg.delta - own);
         }
         render();
+      } else if (msg.type === "counting" && msg.article === article) {
+        countingEl.textContent = msg.state === "catching_up" ? "catching up…" : "";
       } else if (msg.type === "presence" && msg.article === article) {
         readingEl.textContent = `${msg.reading} reading now ·`;
       } else if (msg.type === "ack") {

@@ -50,6 +50,7 @@ class SuiteConfig:
     down_s: float = 10.0  # how long a killed component stays dead before it is restarted
     stall_s: float = 30.0
     after_s: float = 8.0
+    recovery_limit_s: float = 60.0
     answer_timeout_s: float = 30.0
     settle_timeout_s: float = 90.0
     deadline_s: float = 1800.0
@@ -213,10 +214,17 @@ class Suite:
         await asyncio.sleep(config.after_s)
         struck = context.struck_at
         if struck is not None:
-            now = time.time()
-            acks = [c.stats.acks_since_mark.longest(now) if c.stats.acks_since_mark else None for c in self.clappers]
-            # Every reader, every article: a dead worker stops only its own partitions' totals.
-            updates = [g for r in self.readers for g in r.update_gaps(articles, now)]
+            # A fault whose recovery outlasts ``after_s`` (a rebalance after a stall) is measured
+            # to its end, up to ``recovery_limit_s`` more, rather than reported as never.
+            waited_until = time.monotonic() + config.recovery_limit_s
+            while True:
+                now = time.time()
+                acks = [c.stats.acks_since_mark.longest(now) if c.stats.acks_since_mark else None for c in self.clappers]
+                # Every reader, every article: a dead worker stops only its own partitions' totals.
+                updates = [g for r in self.readers for g in r.update_gaps(articles, now)]
+                if (None not in acks and None not in updates) or time.monotonic() > waited_until:
+                    break
+                await asyncio.sleep(0.5)
             result.ack_recovery_s = None if None in acks else round(max(acks), 2)
             result.update_recovery_s = None if None in updates else round(max(updates), 2)
             if result.ack_recovery_s is None:

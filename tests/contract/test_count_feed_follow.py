@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from core.messages import CountChanged
+from core.messages import CATCHING_UP, CountChanged, CountingStatus
+from core.routing import shard_of
 from tests.contract.conftest import BOOTSTRAP, create_topic
 
 
@@ -80,3 +81,21 @@ async def test_unfollow_and_follow_again_delivers_totals_after_the_second_follow
     last = CountChanged("b", 5, 4, 5, 1, 0)
     await publisher.publish([last])
     assert (await newest_of(updates, "b", last))[-1] == last
+
+
+async def test_the_counting_status_of_a_followed_articles_partition_is_delivered(feed_pair):
+    publisher, subscriber = feed_pair
+    updates = await subscriber.subscribe()
+    subscriber.follow("a")
+    await subscriber.followed("a")
+    # Published on the partition it names, which is the one a partitioned feed reads for "a".
+    status = CountingStatus(shard_of("a", subscriber.partitions), CATCHING_UP, 1)
+    await publisher.publish([CountChanged("a", 1, 1, 1, 1, 0), status])
+
+    async def first_status() -> CountingStatus:
+        async for update in updates:
+            if isinstance(update, CountingStatus):
+                return update
+        raise AssertionError("the feed ended")
+
+    assert await asyncio.wait_for(first_status(), 20) == status

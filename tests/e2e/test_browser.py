@@ -402,3 +402,29 @@ async def test_browser_reading_now_embedded(browser, embedded, log_dir):
 @pytest.mark.services
 async def test_browser_reading_now_distributed(browser, pipeline, log_dir):
     await check_reading_now(browser, pipeline.base_url, "slow-readers", log_dir, "reading-distributed")
+
+
+async def test_a_page_says_catching_up_while_its_count_cannot_move_and_not_once_it_moves(browser, tmp_path, log_dir):
+    service = await InProcessService(tmp_path).start()
+    try:
+        context = await browser.new_context()
+        page = await context.new_page()
+        await page.goto(f"{service.url()}/articles/hello-claps")
+        await expect(page.locator("#mine")).to_have_text("you: 0/50", timeout=LIVE_S)
+        note = page.locator("#counting")
+        assert await note.get_attribute("aria-live") == "polite"
+        await expect(note).to_have_text("")
+        await service.pause_processor()  # no status from it any more: stale after 5 s
+        await expect(note).to_have_text("catching up…", timeout=(5 + 2) * 1000)
+        for _ in range(3):
+            await page.click("#clap")
+        await expect(page.locator("#count")).to_have_text("3")  # the page shows its own claps meanwhile
+        await page.screenshot(path=str(log_dir / "browser-catching-up.png"))
+        await service.resume_processor()
+        await expect(note).to_have_text("", timeout=LIVE_S)
+        await wait_counted(service.url(), "hello-claps", 3)
+        await expect(page.locator("#count")).to_have_text("3")
+        await expect(page.locator("#mine")).to_have_text("you: 3/50")
+        await context.close()
+    finally:
+        await service.stop()

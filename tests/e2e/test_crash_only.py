@@ -12,6 +12,8 @@ from gateway.server import Gateway
 
 
 class BrokenFeed:
+    partitions = 1
+
     def __init__(self) -> None:
         self.die = asyncio.Event()
 

@@ -7,11 +7,14 @@ reader and the Cassandra row hold exactly the total implied by the acknowledged 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from core.partitioning import partition_for_key
 from tests.support.pipeline import cassandra_total, register_articles, running_pipeline, start_processor
 from tests.support.clients import Reader, http_json, new_token, wait_all
 from tests.support.processes import ServiceProcess, free_port
@@ -108,6 +111,16 @@ async def test_a_second_gateway_serves_the_same_rooms_and_scales_back_down(scale
     await driver.close()
 
 
+async def end_offset(bootstrap: str, topic: str, partition: int) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        return (await consumer.end_offsets([tp]))[tp]
+    finally:
+        await consumer.stop()
+
+
 class RowWatcher:
     """Polls an article's Cassandra row while a test runs and records every (seq, total) seen."""
 
@@ -186,6 +199,32 @@ async def test_kill_9_of_the_processor_and_the_projector_loses_nothing(scaled, l
         pipeline.projector = ServiceProcess("scale-projector-2", ["-m", "projector"], pipeline.env, log_dir)
 
     assert await clap_through(pipeline, "crash", crash_and_restart, rounds=30, pause_s=0.2, timeout_s=120) == 12 * 30
+
+
+async def test_claps_a_delivery_skipped_mid_stream_or_at_its_end_are_read_again_and_counted(scaled, log_dir):
+    """Faust can drop fetched records when a recovery ends (docs/RELIABILITY.md). A worker whose
+    delivery skips five claps mid-stream and the last three (no later clap reveals those) still
+    counts every clap exactly once: it seeks back to each hole on the real clap topic."""
+    pipeline, extra = scaled
+    article = f"holes-{uuid.uuid4().hex[:6]}"
+    await register_articles(pipeline, article)
+    pipeline.processor.stop()
+    pipeline.processor = start_processor(pipeline, "holes-processor", log_dir, PROCESSOR_TEST_DROP_ONCE=f"{article}:10:5,{article}:37:3")
+    await asyncio.to_thread(pipeline.processor.wait_for_log, "Ready", 90)
+    partition = partition_for_key(article.encode(), int(pipeline.env["CLAP_PARTITIONS"]))
+    first_offset = await end_offset(pipeline.env["KAFKA_BOOTSTRAP"], pipeline.env["CLAP_TOPIC"], partition)
+    readers = await Reader.open_joined(pipeline.ws_url, article, 5)
+    driver = await ClapDriver.open(pipeline.base_url, pipeline.ws_url, article, users=8)
+    await driver.run(rounds=5, pause_s=0.3)  # 40 claps, one per message, alone on the partition
+    await driver.settle(30)
+    assert set().union(*(c.acks for c in driver.clappers)) == set(driver.sent)
+    await converge(readers, article, 40, pipeline.keyspace, timeout_s=60)
+    log_text = pipeline.processor.log_text()
+    holes = set(re.findall(rf"clap partition {partition} skipped from offset (\d+)", log_text))
+    assert holes == {str(first_offset + 10), str(first_offset + 37)}
+    for reader in readers:
+        await reader.close()
+    await driver.close()
 
 
 async def test_only_the_owner_announces_while_workers_with_standbys_rebalance(scaled, log_dir):

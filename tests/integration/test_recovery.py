@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from core.ledger import MAX_CLAPS_PER_USER
-from core.messages import ClapRecorded, CountChanged
+from core.messages import ClapRecorded, CountChanged, decode_fan_out
 from core.partitioning import partition_for_key
 from gateway.kafka_adapters import article_partitioner
 from processor.config import ProcessorConfig
@@ -74,7 +74,9 @@ class Totals:
         while True:
             for records in (await self.consumer.getmany(timeout_ms=100)).values():
                 for record in records:
-                    update = CountChanged.from_json(record.value)
+                    update = decode_fan_out(record.value)
+                    if not isinstance(update, CountChanged):
+                        continue  # a counting status
                     self.newest[update.article] = update.total
                     self.highest[update.article] = max(update.total, self.highest.get(update.article, 0))
 

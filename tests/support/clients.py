@@ -36,6 +36,8 @@ class Reader:
         self.errors: list[dict] = []
         self.reading: dict[str, int] = {}  # article -> "reading now" of the newest presence message
         self.presence_messages: list[tuple[float, str, int]] = []  # (monotonic time, article, reading)
+        self.counting: dict[str, str] = {}  # article -> the state of the newest counting message
+        self.counting_messages: list[tuple[float, str, str]] = []  # (monotonic time, article, state)
         self._task = asyncio.create_task(self._receive())
 
     @classmethod
@@ -80,6 +82,9 @@ class Reader:
                 elif doc["type"] == "presence":
                     self.reading[doc["article"]] = doc["reading"]
                     self.presence_messages.append((time.monotonic(), doc["article"], doc["reading"]))
+                elif doc["type"] == "counting":
+                    self.counting[doc["article"]] = doc["state"]
+                    self.counting_messages.append((time.monotonic(), doc["article"], doc["state"]))
                 elif doc["type"] == "ack":
                     self.acks.add(doc["id"])
                     self.ack_seqs[doc["id"]] = doc["seq"]

@@ -153,6 +153,17 @@ class InProcessService:
             await gateway.start()
         return self
 
+    async def pause_processor(self) -> None:
+        """Stop the processing loop, as a dead processor: claps are still acked, none is counted,
+        and the gateways hear no counting status (call it while no clap is being processed)."""
+        assert self._processing is not None
+        self._processing.cancel()
+        await asyncio.gather(self._processing, return_exceptions=True)
+
+    async def resume_processor(self) -> None:
+        """Start the processing loop again: it resumes after its last committed offset."""
+        self._processing = asyncio.create_task(self.processor.run(), name="embedded-processor")
+
     async def stop_gateway(self, index: int) -> None:
         """Stop one gateway as a deployment's rollout would: its sockets close, the others stay."""
         self._stopped.add(index)

@@ -81,3 +81,18 @@ def test_each_worker_on_a_host_has_its_own_state_directory_and_group_identity() 
 def test_an_unknown_store_is_refused_with_the_variable_named() -> None:
     with pytest.raises(ValueError, match="PROCESSOR_STORE"):
         ProcessorConfig.from_env({"PROCESSOR_STORE": "redis"})
+
+
+def test_the_delivery_dropper_drops_chosen_first_deliveries_of_an_article_once():
+    from core.messages import ClapRecorded
+    from core.processing import LogEvent
+    from processor.fault_injection import DeliveryDropper
+
+    def events(offsets, article="a"):
+        return [LogEvent(3, o, ClapRecorded(article, f"u{o}", 1, str(o), 0)) for o in offsets]
+
+    dropper = DeliveryDropper("a:2:2, a:5:1")
+    kept = dropper.filter(events(range(4)) + events([9], article="b") + events(range(4, 7)))
+    assert [(e.clap.article, e.offset) for e in kept] == [("a", 0), ("a", 1), ("b", 9), ("a", 4), ("a", 6)]
+    assert [e.offset for e in dropper.filter(events(range(7)))] == list(range(7))  # read again: all pass
+    assert not DeliveryDropper("")

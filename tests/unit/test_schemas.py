@@ -5,9 +5,10 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 import schemas
-from core.messages import ClapRecorded, CountChanged, undo_recorded
+from core.counting import counting_frame
+from core.messages import CATCHING_UP, LIVE, ClapRecorded, CountChanged, CountingStatus, undo_recorded
 
-NAMES = ["clap-recorded.v1", "clap-undo.v1", "count-changed.v1", "ws-client.v1", "ws-server.v1"]
+NAMES = ["clap-recorded.v1", "clap-undo.v1", "count-changed.v1", "counting-status.v1", "ws-client.v1", "ws-server.v1"]
 REGISTRY = Registry().with_resources(
     (f"{name}.json", Resource.from_contents(schemas.load(name))) for name in NAMES
 )
@@ -66,3 +67,12 @@ def test_undo_message_and_the_lower_total_it_brings_match():
     validator("ws-client.v1").validate({"type": "undo", "article": "a", "id": "undo-1"})
     assert list(validator("ws-client.v1").iter_errors({"type": "undo", "article": "a"}))
     validator("count-changed.v1").validate(CountChanged("a", 3, -5, 9, 1, 99).to_dict())
+
+
+def test_counting_status_on_the_fan_out_topic_and_its_websocket_frame_match():
+    for state in (LIVE, CATCHING_UP):
+        doc = orjson.loads(CountingStatus(3, state, 2).to_json())
+        validator("counting-status.v1").validate(doc)
+        assert list(validator("count-changed.v1").iter_errors(doc))  # a consumer of totals tells them apart
+        validator("ws-server.v1").validate(orjson.loads(counting_frame("a", state)))
+    assert list(validator("ws-server.v1").iter_errors({"type": "counting", "article": "a", "state": "asleep"}))
