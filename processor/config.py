@@ -38,9 +38,11 @@ class ProcessorConfig:
     # Kafka refuses a session timeout below its group.min.session.timeout.ms, 6 s by default and
     # 2 s in every broker config of deploy/ (tests/unit/test_docs_agree.py). Heartbeats come from
     # Faust's consumer thread, not the event loop the batches run on, so a long batch does not
-    # silence them.
+    # silence them; they go on through a rebalance's assignment too (processor/membership.py).
+    # That thread still stalled for up to 2 s on this loaded 2-core machine: at a heartbeat every
+    # 0.5 s, a stall of 2.5 s still leaves one heartbeat inside the session.
     session_timeout_s: float = 3.0
-    heartbeat_interval_s: float = 1.0
+    heartbeat_interval_s: float = 0.5
     # Kafka static membership: a worker restarted after a crash with the same id takes its
     # partitions back at once, without a rebalance. A worker stopped on purpose leaves the group
     # (processor/membership.py). "" turns it off; None derives it.

@@ -253,8 +253,8 @@ def test_every_broker_accepts_the_processors_session_timeout_and_the_documents_s
     said += [(f"{reliability}:{where}", value) for where, value in _said_in(reliability, r"PROCESSOR_SESSION_TIMEOUT_S` \| `(\d+)`")]
     assert_all_say(int(config.session_timeout_s), said, "the processor's session timeout (s)",
                    at_least_in=["docs/DESIGN.md", "docs/BENCHMARKS.md", "README.md", reliability])
-    heartbeat = _said_in(reliability, r"PROCESSOR_HEARTBEAT_INTERVAL_S` \| `(\d+)`")
-    assert [value for _, value in heartbeat] == [int(config.heartbeat_interval_s)], heartbeat
+    heartbeat = re.findall(r"PROCESSOR_HEARTBEAT_INTERVAL_S` \| `([\d.]+)`", (REPO / reliability).read_text())
+    assert [float(value) for value in heartbeat] == [config.heartbeat_interval_s], heartbeat
     said_floor = statements(r"group\.min\.session\.timeout\.ms`?[^.\n]*?\b(\d[\d,]*) ms", [*DOCS, *MANIFESTS])
     said_floor += [(f"{reliability}:{w}", v) for w, v in _said_in(reliability, r"group\.min\.session\.timeout\.ms`?[^.\n]*?\b(\d[\d,]*) ms")]
     assert_all_say(floors["deploy/k8s/kafka.yaml"], said_floor, f"the brokers' {floor}", at_least_in=["docs/BENCHMARKS.md"])
