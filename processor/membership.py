@@ -46,6 +46,41 @@ from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
 log = logging.getLogger("processor")
 
 LEAVE_GROUP_API_KEY = 13
+# The broker setting below which Kafka refuses a member's session timeout (6,000 ms by default).
+SESSION_FLOOR = "group.min.session.timeout.ms"
+
+
+async def broker_session_floor_ms(bootstrap: str) -> int:
+    """The highest ``group.min.session.timeout.ms`` of the cluster's brokers: any of them may
+    coordinate the group."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        brokers = [str(b["node_id"]) for b in (await admin.describe_cluster())["brokers"]]
+        wanted = [ConfigResource(ConfigResourceType.BROKER, broker, {SESSION_FLOOR: None}) for broker in brokers]
+        responses = await admin.describe_configs(wanted)
+    finally:
+        await admin.close()
+    values = [int(value) for response in responses for *_, entries in response.resources
+              for name, value, *_ in entries if name == SESSION_FLOOR]
+    return max(values)
+
+
+def session_refused(session_timeout_s: float, floor_ms: int) -> str | None:
+    """Why the brokers would refuse the worker's session timeout, or None if they take it.
+
+    Refused, aiokafka logs one InvalidSessionTimeoutError and the worker never joins its group;
+    saying so before Faust starts turns that into an exit with the fix in the message."""
+    if session_timeout_s * 1000 >= floor_ms:
+        return None
+    return (f"the brokers' {SESSION_FLOOR} is {floor_ms} ms, above PROCESSOR_SESSION_TIMEOUT_S={session_timeout_s:g} s: "
+            f"Kafka would refuse the worker's session. Start the brokers with the config in deploy/ "
+            f"({SESSION_FLOOR}=2000), or set PROCESSOR_SESSION_TIMEOUT_S to {floor_ms / 1000:g} or more.")
+
+
 # The longest a fetch waits for records. Idle, a worker sends 5 fetches a second instead of 0.7.
 FETCH_MAX_WAIT_MS = 200
 

@@ -19,6 +19,7 @@ from processor.membership import (
     heartbeat_from_sync,
     leave_errors,
     leave_when_closed,
+    session_refused,
 )
 
 
@@ -132,3 +133,11 @@ async def test_the_workers_consumer_is_tuned_before_it_starts() -> None:
             config.session_timeout_s * 1000, config.heartbeat_interval_s * 1000)
     finally:
         await consumer.stop()
+
+
+def test_a_session_below_the_brokers_floor_is_refused_with_the_fix_in_the_message() -> None:
+    assert session_refused(3.0, 2000) is None
+    assert session_refused(3.0, 3000) is None
+    refused = session_refused(3.0, 6000)
+    assert refused is not None
+    assert "group.min.session.timeout.ms is 6000 ms" in refused and "PROCESSOR_SESSION_TIMEOUT_S to 6 or more" in refused
