@@ -31,6 +31,10 @@ consumer does: after Faust has waited for the last batch to be applied, its writ
 and its offsets committed, so the next owner of the partitions never runs beside a worker still
 writing their state. A worker killed with SIGKILL sends nothing, so a crashed worker restarted
 within the session timeout still takes its partitions straight back.
+
+**The brokers' floor.** Kafka refuses a session below its ``group.min.session.timeout.ms``; aiokafka
+then logs one error and the worker never joins. ``session_refused`` lets the worker say so and exit
+before Faust starts (processor/__main__.py).
 """
 from __future__ import annotations
 
