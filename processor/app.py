@@ -205,9 +205,8 @@ async def count_claps(stream: faust.StreamT) -> None:
 
 
 async def _count(stream: faust.StreamT) -> None:
-    global batch_in_progress
     async for events in stream.take_events(config.max_batch, within=config.batch_wait_s):
-        batch_in_progress = True
+        holes.batch_in_progress = True
         metrics.batches.started()
         batch = [LogEvent(event.message.partition, event.message.offset, _parse(event)) for event in events]
         if dropper:
@@ -224,7 +223,7 @@ async def _count(stream: faust.StreamT) -> None:
         metrics.batches.done(batch, updates, holding=len(counter.catching_up))
         if counter.holes or holes.first_seen:
             await holes.reread(counter.holes)
-        batch_in_progress = False
+        holes.batch_in_progress = False
 
 
 async def flush_all_sends() -> None:
@@ -258,6 +257,30 @@ class HoleRereader:
     def __init__(self) -> None:
         self.first_seen: dict[int, tuple[int, float]] = {}  # partition -> (hole offset, first seen)
         self.last_seek: dict[int, float] = {}
+        self.batch_in_progress = False  # set by the agent around each batch
+        self.expected_at_last_look: dict[int, int] = {}
+
+    async def look_at_the_tail(self) -> None:
+        """A hole at the end of a delivery has no later event to reveal it: a partition whose
+        counting has not moved since the last look while the fetcher is past it lost records."""
+        if app.rebalancing or self.batch_in_progress:
+            # Records wait in the consumer while a rebalance restores tables, and a batch can wait
+            # out a stalled broker in its flush: counting that has not moved is not a hole then.
+            self.expected_at_last_look = {}
+            return
+        expected = counter.expected_offsets
+        for partition, offset in expected.items():
+            if self.expected_at_last_look.get(partition) != offset:
+                continue
+            try:
+                fetched_to = await app.consumer.position(TP(config.clap_topic, partition))
+            except Exception:  # a rebalance took the partition meanwhile: the next look sees it
+                continue
+            if fetched_to is not None:
+                counter.delivered_before(partition, fetched_to)
+        self.expected_at_last_look = expected
+        if counter.holes:
+            await self.reread(counter.holes)
 
     async def reread(self, open_holes: dict[int, int]) -> None:
         now = asyncio.get_running_loop().time()
@@ -290,34 +313,12 @@ class HoleRereader:
 
 
 holes = HoleRereader()
-batch_in_progress = False
 dropper = DeliveryDropper(config.test_drop_once)
-_expected_at_last_look: dict[int, int] = {}
 
 
 @app.timer(interval=2.0)
 async def look_for_a_hole_at_the_tail() -> None:
-    """A hole at the end of a delivery has no later event to reveal it: a partition whose
-    counting has not moved since the last look while the fetcher is past it lost records."""
-    global _expected_at_last_look
-    if app.rebalancing or batch_in_progress:
-        # Records wait in the consumer while a rebalance restores tables, and a batch can wait
-        # out a stalled broker in its flush: counting that has not moved is not a hole then.
-        _expected_at_last_look = {}
-        return
-    expected = counter.expected_offsets
-    for partition, offset in expected.items():
-        if _expected_at_last_look.get(partition) != offset:
-            continue
-        try:
-            fetched_to = await app.consumer.position(TP(config.clap_topic, partition))
-        except Exception:  # a rebalance took the partition meanwhile: the next look sees it
-            continue
-        if fetched_to is not None:
-            counter.delivered_before(partition, fetched_to)
-    _expected_at_last_look = expected
-    if counter.holes:
-        await holes.reread(counter.holes)
+    await holes.look_at_the_tail()
 
 
 _restoring_since: float | None = None
