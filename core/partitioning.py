@@ -52,3 +52,21 @@ def partition_for_key(key: bytes, partitions: int) -> int:
 def article_partitioner(key: bytes, all_partitions: list[int], available: list[int]) -> int:
     """A Kafka client partitioner (aiokafka's signature) that routes by the article part of a key."""
     return all_partitions[partition_for_key(key, len(all_partitions))]
+
+
+class PartitionCache:
+    """Partition per article prefix of a key, remembered: the murmur2 hash is pure Python."""
+
+    __slots__ = ("partitions", "known", "limit")
+
+    def __init__(self, partitions: int, limit: int = 100_000) -> None:
+        self.partitions, self.known, self.limit = partitions, {}, limit
+
+    def __call__(self, key: bytes) -> int:
+        article = key.split(_SEPARATOR, 1)[0]
+        partition = self.known.get(article)
+        if partition is None:
+            if len(self.known) >= self.limit:
+                self.known.clear()  # bounded: an article's partition is cheap to compute again
+            partition = self.known[article] = partition_for_key(key, self.partitions)
+        return partition

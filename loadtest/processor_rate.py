@@ -34,7 +34,8 @@ PY_SPY = Path(sys.executable).with_name("py-spy")
 
 # Where a worker's samples go, by the first matching frame of a stack (checked in this order).
 PROFILE_PARTS = (
-    ("changelog and totals sends (Faust producer)", ("send_changelog", "ProducerBuffer", "Producer.send", "publish_message")),
+    ("changelog and totals sends (record batches; Faust's producer)",
+     ("processor/bulk_send.py", "send_changelog", "ProducerBuffer", "Producer.send", "publish_message")),
     ("the agent's own work (decode, core.apply, records)", ("processor/app.py", "core/")),
     ("waiting (event loop select)", ("EpollSelector.select",)),
     # Every stack runs under faust's worker entry point, so this one must come last.

@@ -19,15 +19,17 @@ from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Generic, TypeVar
 
 import faust
+import orjson
 from faust.types import TP
 
 from core.counting import SAY_EVERY_MS, counting_states
 from core.ledger import ArticleTally, UserClaps
-from core.messages import ClapRecorded, CountingStatus
-from core.partitioning import article_partitioner
+from core.messages import ClapRecorded, CountChanged, CountingStatus
+from core.partitioning import PartitionCache, article_partitioner
 from core.processing import ClapCounter, LogEvent
 from observability.logs import faust_logging_config
 from processor import metrics
+from processor.bulk_send import TableWriter, by_partition, send_in_batches
 from processor.config import ProcessorConfig
 from processor.fault_injection import DeliveryDropper
 from processor.membership import tune_worker_consumers
@@ -44,17 +46,25 @@ class BatchedTable(MutableMapping[str, T], Generic[T]):
 
     Writes are held until :meth:`write_back`, which the agent calls once per batch, before the
     batch's totals are sent and its events acked: a key changed by many events of a batch costs
-    one changelog message, not one per event.
+    one changelog message, not one per event, and the batch's messages go out as one record
+    batch per changelog partition (``processor.bulk_send``).
     """
 
-    def __init__(self, table: faust.Table, decode: Callable[[dict[str, Any]], T], encode: Callable[[T], dict[str, Any]]) -> None:
+    def __init__(self, table: faust.Table, decode: Callable[[dict[str, Any]], T], encode: Callable[[T], dict[str, Any]],
+                 partition_of: Callable[[bytes], int]) -> None:
         self.table, self.decode, self.encode = table, decode, encode
+        self.writer = TableWriter(table, lambda: app.producer._ensure_producer(), partition_of)
         self.held: dict[str, T] = {}
 
     def __getitem__(self, key: str) -> T:
         if key in self.held:
             return self.held[key]
-        doc = self.table.get(key.encode())
+        get_encoded = getattr(self.table.data, "get_encoded", None)
+        if get_encoded is not None:  # our RocksDB store: one lookup, no Faust sensors
+            encoded = get_encoded(key.encode())
+            doc = None if encoded is None else orjson.loads(encoded)
+        else:
+            doc = self.table.get(key.encode())
         if doc is None:
             raise KeyError(key)
         return self.decode(doc)
@@ -63,8 +73,7 @@ class BatchedTable(MutableMapping[str, T], Generic[T]):
         self.held[key] = value
 
     def __delitem__(self, key: str) -> None:
-        self.held.pop(key, None)
-        self.table.pop(key.encode(), None)
+        raise TypeError("the clap tables never delete: every write goes through write_back")
 
     def __iter__(self) -> Iterator[str]:
         keys = {key.decode() for key in self.table}
@@ -73,10 +82,16 @@ class BatchedTable(MutableMapping[str, T], Generic[T]):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
-    def write_back(self) -> None:
+    async def write_back(self) -> list[asyncio.Future]:
+        """Send the held writes; returns the futures of their record batches."""
+        if not self.held:
+            return []
+        changes = {}
         for key, value in self.held.items():
-            self.table[key.encode()] = self.encode(value)
+            doc = self.encode(value)
+            changes[key.encode()] = (orjson.dumps(doc), doc)
         self.held.clear()
+        return await self.writer.write(changes)
 
 
 config = ProcessorConfig.from_env()
@@ -128,8 +143,9 @@ tallies_table = app.Table(
     "article-tallies", partitions=config.partitions, key_type=bytes, use_partitioner=True, extra_topic_configs=CHANGELOG_CONFIGS
 )
 
-users = BatchedTable(users_table, UserClaps.from_dict, UserClaps.to_dict)
-tallies = BatchedTable(tallies_table, ArticleTally.from_dict, ArticleTally.to_dict)
+partition_of = PartitionCache(config.partitions)
+users = BatchedTable(users_table, UserClaps.from_dict, UserClaps.to_dict, partition_of)
+tallies = BatchedTable(tallies_table, ArticleTally.from_dict, ArticleTally.to_dict, partition_of)
 # Kafka offsets of the clap topic have no holes (no transactions, no compaction): a skipped
 # delivery is noticed and read again (see ``HoleRereader``).
 counter = ClapCounter(users, tallies, epoch=config.epoch, offsets_without_holes=True)
@@ -215,28 +231,39 @@ async def _count(stream: faust.StreamT) -> None:
         updates = counter.step(batch)
         if was_catching_up and not counter.catching_up:
             log.info("caught up with the clap log at epoch %d", config.epoch)
-        users.write_back()
-        tallies.write_back()
-        for update in updates:
-            await counts_topic.send(key=update.article.encode(), value=update.to_json())
-        await flush_all_sends()
+        sent = await users.write_back()
+        sent += await tallies.write_back()
+        sent += await send_totals(updates)
+        await flush_all_sends(sent)
         metrics.batches.done(batch, updates, holding=len(counter.catching_up))
         if counter.holes or holes.first_seen:
             await holes.reread(counter.holes)
         holes.batch_in_progress = False
 
 
-async def flush_all_sends() -> None:
+async def send_totals(updates: list[CountChanged]) -> list[asyncio.Future]:
+    """The batch's totals to the fan-out topic, one record batch per partition."""
+    messages = [(update.article.encode(), update.to_json()) for update in updates]
+    producer = app.producer._ensure_producer()
+    futures: list[asyncio.Future] = []
+    for partition, group in by_partition(messages, partition_of).items():
+        futures += await send_in_batches(producer, config.counts_topic, partition, group)
+    return futures
+
+
+async def flush_all_sends(sent: list[asyncio.Future]) -> None:
     """Return once every changelog write and total of this batch is acknowledged by Kafka.
 
     Faust acks a batch's events when the agent asks for the next batch, and may commit their
     offsets from then on. Its own flush before a commit gives up after 100 ms with writes still
     buffered, which would commit offsets past state that was never written. Waiting here, once
-    per batch, makes "state durable" come before "offsets committable".
+    per batch, makes "state durable" come before "offsets committable". A record batch that
+    failed raises here, and the agent stops before any commit.
     """
     buffer = app.producer.buffer
     while buffer.size:
         await buffer.flush()
+    await asyncio.gather(*sent)
     await app.producer.flush()
 
 

@@ -35,7 +35,7 @@ from faust.stores import rocksdb
 from faust.types import TP
 from mode import Service
 
-from core.partitioning import partition_for_key
+from core.partitioning import PartitionCache
 from processor.pending_writes import PartitionWrites
 
 log = logging.getLogger("processor.state")
@@ -69,10 +69,12 @@ class ChangelogFirstStore(rocksdb.Store):
         self._closing = False
         self._crash_marker = os.environ.get(CRASH_AFTER_LOCAL_WRITE_ENV)
         self._crash_scheduled = False
+        self._partitions: PartitionCache | None = None
 
     def _partition_of(self, key: bytes) -> int:
-        partitions = self.table.partitions or self.app.conf.topic_partitions
-        return partition_for_key(key, partitions)
+        if self._partitions is None:
+            self._partitions = PartitionCache(self.table.partitions or self.app.conf.topic_partitions)
+        return self._partitions(key)
 
     # -- the store interface Faust's tables call
 
@@ -84,14 +86,24 @@ class ChangelogFirstStore(rocksdb.Store):
         return self._db_for_partition(partition).get(key)
 
     def _set(self, key: bytes, value: bytes | None) -> None:
-        # Faust sent this write's changelog message just before (Table.on_key_set).
+        # Its changelog message is being sent (processor.bulk_send, or Faust's Table.on_key_set).
         partition = self._partition_of(key)
         self._writes.setdefault(partition, PartitionWrites()).add(key, value)
         if self._crash_marker and not self._crash_scheduled:
-            # The agent writes a batch back without yielding: this runs right after the batch's
-            # last store write, while its changelog messages still wait in the producer.
+            # This runs at the agent's first yield after the write: before Kafka has acknowledged
+            # the batch's changelog messages.
             self._crash_scheduled = True
             asyncio.get_running_loop().call_soon(self._crash_for_test)
+
+    # -- the same, for the agent's batched writes (processor.bulk_send), without Faust's
+    #    per-key serializing, sensors and double lookups
+
+    def get_encoded(self, key: bytes) -> bytes | None:
+        return self._get(key)
+
+    def put_encoded(self, key: bytes, value: bytes | None) -> None:
+        """A write whose changelog message goes out in a record batch, in send order."""
+        self._set(key, value)
 
     def _del(self, key: bytes) -> None:
         self._set(key, None)

@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.identity import issue_token, verify_token
-from core.partitioning import murmur2, partition_for_key
+from core.partitioning import PartitionCache, murmur2, partition_for_key
 from core.ratelimit import TokenBucket
 
 SECRET = b"test-secret"
@@ -42,3 +42,11 @@ def test_token_bucket_allows_bursts_then_the_rate():
     assert [bucket.take(0) for _ in range(4)] == [True, True, True, False]
     assert bucket.take(99) is False
     assert bucket.take(100) is True
+
+
+def test_the_partition_cache_agrees_with_the_hash_and_stays_bounded():
+    cache = PartitionCache(12, limit=3)
+    keys = [f"art{i}:u{j}".encode() for i in range(10) for j in range(3)] + [b"art1", b"plain"]
+    for key in keys + keys:
+        assert cache(key) == partition_for_key(key, 12)
+    assert len(cache.known) <= 3
