@@ -19,7 +19,7 @@ from gateway.rooms import text_frame
 # -- measured (docs/BENCHMARKS.md) ----------------------------------------------------------------
 FRAMES_PER_GATEWAY_CORE = 75_900  # fanout, distributed, median of 3 runs
 CONNECTIONS_PER_GATEWAY = 18_000  # MAX_CONNECTIONS (under 20,000 open files); platform run held 100,000 on 6
-EVENTS_PER_WORKER = 3_420  # loadtest.processor_rate, one worker, 100 articles
+EVENTS_PER_WORKER = 4_956  # loadtest.processor_rate at b509798, one worker, 100 articles: median of 3 paired runs
 # loadtest.hot_article: one article costs a worker the same CPU per event as a hundred, so its
 # ceiling is one worker's.
 HOT_ARTICLE_EVENTS_PER_WORKER = EVENTS_PER_WORKER
@@ -132,6 +132,11 @@ def main() -> None:
         year_rf3 = day * 365 * 3
         print(f"| {rate:,.0f} ({label}) | {day:,.1f} GB | {year_rf3 / 1e3:,.1f} TB | ${year_rf3 * EBS_GP3_PER_GB_MONTH:,.0f} "
               f"| ${day * 365 * S3_STANDARD_PER_GB_MONTH:,.0f} | {rate * 86_400 * LOG_BYTES_PER_EVENT_GZIP * 365 * 3 / 1e12:,.1f} TB |")
+
+    year_events = options.clap_events_average * 365 * 86_400
+    replay_days = year_events / (options.partitions * EVENTS_PER_WORKER) / 86_400
+    print(f"\nreplaying a year of the log from offset 0 (a rebuild): {year_events / 1e9:,.1f} billion events at "
+          f"{options.partitions} workers × {EVENTS_PER_WORKER:,} events/s = {replay_days:,.1f} days")
 
     print("\none hot article (one partition, one worker):")
     print(f"ceiling: {HOT_ARTICLE_EVENTS_PER_WORKER:,} clap events/s = {HOT_ARTICLE_EVENTS_PER_WORKER * 4.85:,.0f} taps/s "
