@@ -15,14 +15,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from core.messages import ClapRecorded, CountChanged, decode_fan_out
 from gateway.kafka_adapters import article_partitioner
@@ -81,9 +84,20 @@ def summarize_profile(path: Path) -> list[tuple[str, float]]:
     return sorted(((name, n / total) for name, n in counts.items()), key=lambda item: -item[1]) if total else []
 
 
+async def delete_run_topics(prefix: str) -> None:
+    """This run's topics (backlog, totals, changelogs) go: each run writes hundreds of MB."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        await admin.delete_topics([name for name in await admin.list_topics() if name.startswith(prefix + "-")])
+    finally:
+        await admin.close()
+
+
 async def main(articles: int, users: int, timeout_s: float, profile_s: int) -> int:
     run = uuid.uuid4().hex[:6]
-    env = {"CLAP_TOPIC": f"rate-{run}-claps", "COUNTS_TOPIC": f"rate-{run}-counts", "CLAP_PARTITIONS": "12",
+    state_dir = tempfile.mkdtemp(prefix=f"processor-rate-{run}-")
+    env = {"PROCESSOR_STATE_DIR": state_dir, "CLAP_TOPIC": f"rate-{run}-claps", "COUNTS_TOPIC": f"rate-{run}-counts", "CLAP_PARTITIONS": "12",
            "PROCESSOR_APP_PREFIX": f"rate-{run}", "PROCESSOR_WEB_PORT": str(free_port()), "KAFKA_BOOTSTRAP": BOOTSTRAP}
     await ensure_topics(ProcessorConfig.from_env(env))
     expected = await produce_backlog(env["CLAP_TOPIC"], articles, users)
@@ -124,6 +138,8 @@ async def main(articles: int, users: int, timeout_s: float, profile_s: int) -> i
             worker.terminate()
             worker.wait(30)
             await consumer.stop()
+            shutil.rmtree(state_dir, ignore_errors=True)
+            await delete_run_topics(f"rate-{run}")
     exact = totals == expected
     print(f"exact totals: {exact}; {elapsed:.1f} s from worker start to the last exact total;"
           f" {events / elapsed:,.0f} clap events/s (worker log: {log_path})")

@@ -57,8 +57,18 @@ async def ensure_changelog_topics(config: ProcessorConfig) -> None:
         await admin.close()
 
 
+class TopicPartitionsMismatch(RuntimeError):
+    """An existing topic has another partition count than this deployment's: claps, state and
+    positions would be filed under partitions that disagree."""
+
+
 async def create_missing(admin: AIOKafkaAdminClient, wanted: list[NewTopic]) -> list[NewTopic]:
-    """Create the topics of ``wanted`` that do not exist yet; returns those it created."""
+    """Create the topics of ``wanted`` that do not exist yet; returns those it created.
+
+    A topic that exists already must have the partition count wanted: a broker that
+    auto-creates topics makes one with its default count when a client touches the name first
+    (a gateway started before this ran, say), and nothing would notice until totals disagree.
+    """
     existing = set(await admin.list_topics())
     missing = [t for t in wanted if t.name not in existing]
     if missing:
@@ -67,6 +77,17 @@ async def create_missing(admin: AIOKafkaAdminClient, wanted: list[NewTopic]) -> 
         except TopicAlreadyExistsError:
             pass  # another worker or the bootstrap Job was first: as good
         log.info("created topics %s", [t.name for t in missing])
+    present = [t for t in wanted if t.name in existing]
+    if present:
+        found = {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics([t.name for t in present])}
+        wrong = [(t.name, found.get(t.name), t.num_partitions) for t in present if found.get(t.name) != t.num_partitions]
+        if wrong:
+            raise TopicPartitionsMismatch(
+                "topics with another partition count than this deployment's "
+                + ", ".join(f"{name} ({has} partitions, wanted {want})" for name, has, want in wrong)
+                + ". A partition count is fixed for a topic's life. If such a topic was auto-created by the"
+                " broker and holds nothing, delete it and run `python -m processor.topics` again; if the clap"
+                " topic holds claps, count them onto new topics at a new epoch (README, \"Replaying the log\").")
     return missing
 
 
