@@ -265,3 +265,15 @@ def _said_in(name: str, pattern: str) -> list[tuple[str, int]]:
     content = (REPO / name).read_text()
     return [(f"{content.count(chr(10), 0, m.start()) + 1} {m.group(0)!r}", number(next(g for g in m.groups() if g)))
             for m in re.finditer(pattern, content)]
+
+
+def test_the_worker_plan_follows_the_measured_rate_the_documents_quote() -> None:
+    """The plan is the peak over one worker's measured rate, with 2x headroom; every document
+    quotes the rate the capacity tool computes with, so a new measurement moves them all."""
+    from loadtest.capacity import EVENTS_PER_WORKER, SCALES
+
+    planned = statements(r"(\d+) processor\s+workers for a", ["docs/DESIGN.md"])
+    assert planned and planned[0][1] == math.ceil(2 * SCALES[0].clap_events_peak / EVENTS_PER_WORKER)
+    rate = f"{EVENTS_PER_WORKER:,}"
+    for name in ("README.md", "docs/DESIGN.md", "docs/BENCHMARKS.md", "deploy/k8s/README.md"):
+        assert rate in text(name), f"{name} does not quote the measured {rate} clap events/s per worker"
