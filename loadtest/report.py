@@ -294,6 +294,9 @@ def summary_text(result: dict[str, Any], report: Path | None = None) -> str:
         f = result["fanout_ratio"]
         lines.append(f"  fan-out: gateway {_fmt(f['gateway_frames_per_s_median'])} / baseline "
                      f"{_fmt(f['baseline_frames_per_s_median'])} frames/s = ratio {_fmt(f['ratio'])}")
+        if f.get("per_core_ratio") is not None:
+            lines.append(f"  fan-out per core: gateway {_fmt(f['gateway_frames_per_core_s'])} / baseline "
+                         f"{_fmt(f['baseline_frames_per_core_s'])} frames per CPU-second = ratio {_fmt(f['per_core_ratio'])}")
     if "versus_reference" in result:
         lines += versus_reference_lines(result["versus_reference"])
     if "calibration" in result:

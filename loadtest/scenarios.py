@@ -401,8 +401,20 @@ async def fanout(run: Run) -> None:
     b = base["readers"]["frames_per_second"]["median_per_s"]
     g = gate["readers"]["frames_per_second"]["median_per_s"]
     ratio = round(g / b, 3) if b and g is not None else None
-    run.result["fanout_ratio"] = {"gateway_frames_per_s_median": g, "baseline_frames_per_s_median": b, "ratio": ratio}
+    # Per core: both servers are single processes offered the same updates, so when both keep up
+    # the frames delivered are alike and what differs is the CPU each spent on them.
+    g_cores = sum(res.get("cpu_cores_during_run") or 0.0 for res in gate.get("servers", {}).values())
+    b_cores = sum(res.get("cpu_cores_during_run") or 0.0 for res in base.get("servers", {}).values())
+    g_per_core = g / g_cores if g and g_cores else None
+    b_per_core = b / b_cores if b and b_cores else None
+    per_core_ratio = round(g_per_core / b_per_core, 3) if g_per_core and b_per_core else None
+    run.result["fanout_ratio"] = {
+        "gateway_frames_per_s_median": g, "baseline_frames_per_s_median": b, "ratio": ratio,
+        "gateway_frames_per_core_s": g_per_core and round(g_per_core), "baseline_frames_per_core_s": b_per_core and round(b_per_core),
+        "per_core_ratio": per_core_ratio,
+    }
     run.check("gateway/baseline delivered frames/s (medians)", ratio, "report", None)
+    run.check("gateway/baseline frames per CPU-second of the server process", per_core_ratio, ">= 1.2", per_core_ratio is not None and per_core_ratio >= 1.2)
     _reader_checks(run, gate, strict=False)
 
 

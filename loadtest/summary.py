@@ -1,9 +1,11 @@
-"""python -m loadtest.summary RESULT_DIR...: hot runs against the reference, one row each, and medians.
+"""python -m loadtest.summary RESULT_DIR...: hot and fanout runs, one row each, and medians.
 
-Prints the Markdown table docs/BENCHMARKS.md shows for the hot article: per run, the reference's
-and the gateway's per-clap latency and updates/s per reader, the gateway/reference ratios, the
-machine's load, and per number of readers the median of each column. Give it the run folders
-(``loadtest/results/<stamp>-hot``); runs without a reference phase are left out.
+Prints the Markdown tables docs/BENCHMARKS.md shows. For the hot article (``<stamp>-hot``): per run,
+the reference's and the gateway's per-clap latency and updates/s per reader, the gateway/reference
+ratios, the machine's load, and per number of readers the median of each column; runs without a
+reference phase are left out. For fan-out (``<stamp>-fanout``): per run, the frames/s each server
+delivered, the CPU it spent, frames per CPU-second and the gateway/baseline ratios, with medians
+per mode (embedded or distributed).
 """
 from __future__ import annotations
 
@@ -36,6 +38,47 @@ def load(folder: Path) -> dict[str, Any] | None:
     if result.get("scenario") != "hot" or "versus_reference" not in result:
         return None
     return result
+
+
+def load_fanout(folder: Path) -> dict[str, Any] | None:
+    result = orjson.loads((folder / "result.json").read_bytes())
+    return result if result.get("scenario") == "fanout" and "fanout_ratio" in result else None
+
+
+def fanout_row(result: dict[str, Any]) -> dict[str, Any]:
+    """One fan-out run's figures; per core = delivered frames/s over the server's CPU cores."""
+    row: dict[str, Any] = {"mode": "distributed" if result["options"].get("start_distributed") else "embedded"}
+    for phase in ("baseline", "gateway"):
+        frames = result["phases"][phase]["readers"]["frames_per_second"]["median_per_s"]
+        cores = sum(s.get("cpu_cores_during_run") or 0.0 for s in result["phases"][phase]["servers"].values())
+        row[phase] = (frames, cores, frames / cores if frames and cores else None)
+    (g, _, g_core), (b, _, b_core) = row["gateway"], row["baseline"]
+    row["ratio"] = g / b if g and b else None
+    row["per_core_ratio"] = g_core / b_core if g_core and b_core else None
+    return row
+
+
+def fanout_table(results: list[tuple[str, dict[str, Any]]]) -> str:
+    head = ["run", "mode", "baseline frames/s, cores, per core", "gateway frames/s, cores, per core",
+            "frames/s ratio", "**per-core ratio**"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    by_mode: dict[str, list[dict[str, Any]]] = {}
+
+    def side(value: tuple[float, float, float | None]) -> str:
+        frames, cores, per_core = value
+        return f"{_number(float(frames))}, {cores:.3f}, {_number(per_core)}"
+
+    for name, result in results:
+        row = fanout_row(result)
+        by_mode.setdefault(row["mode"], []).append(row)
+        lines.append(f"| `{name}` | {row['mode']} | {side(row['baseline'])} | {side(row['gateway'])} | "
+                     f"{row['ratio']:.3f} | {row['per_core_ratio']:.3f} |")
+    for mode, rows in sorted(by_mode.items()):
+        ratios = [r["ratio"] for r in rows if r["ratio"] is not None]
+        per_core = [r["per_core_ratio"] for r in rows if r["per_core_ratio"] is not None]
+        lines.append(f"| **median of {len(rows)}** | {mode} | | | {statistics.median(ratios):.3f} | "
+                     f"**{statistics.median(per_core):.3f}** |")
+    return "\n".join(lines)
 
 
 def _cell(value: Any) -> str:
@@ -97,8 +140,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="+", type=Path)
     args = parser.parse_args(argv)
-    results = [(f.name.removesuffix("-hot"), r) for f in sorted(args.folders) if (r := load(f)) is not None]
-    print(table(results))
+    folders = sorted(args.folders)
+    results = [(f.name.removesuffix("-hot"), r) for f in folders if (r := load(f)) is not None]
+    fanouts = [(f.name.removesuffix("-fanout"), r) for f in folders if (r := load_fanout(f)) is not None]
+    if results:
+        print(table(results))
+    if fanouts:
+        print(("\n" if results else "") + fanout_table(fanouts))
 
 
 if __name__ == "__main__":

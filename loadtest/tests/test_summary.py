@@ -5,7 +5,7 @@ from pathlib import Path
 
 import orjson
 
-from loadtest.summary import load, table
+from loadtest.summary import fanout_table, load, load_fanout, table
 
 
 def fake_run(folder: Path, readers: int, ref_p99: float, gw_p99: float, ref_rate: float, gw_rate: float) -> Path:
@@ -35,3 +35,25 @@ def test_one_row_per_run_and_the_median_per_size(tmp_path: Path) -> None:
     assert len(lines) == 2 + 3 + 1
     assert "| `r1-hot` | 5,000 | at_after_ack | 100 / 200 | 130 / 260 | 1.30 | -; 190..200; -; 250..260 | 10.00 (9.50) | 9.50 (9.00) | 0.95 |" in text
     assert lines[-1].startswith("| **median of 3** | 5,000 |  | 100 / 200 | 130 / 260 | **1.30** |  | 10.00 (9.50) | 9.50 (9.00) | **0.95** |")
+
+
+def fanout_run(folder: Path, distributed: bool, baseline: tuple[float, float], gateway: tuple[float, float]) -> Path:
+    folder.mkdir()
+    phase = lambda frames, cores: {"readers": {"frames_per_second": {"median_per_s": frames}},  # noqa: E731
+                                   "servers": {"s": {"cpu_cores_during_run": cores}}}
+    result = {"scenario": "fanout", "options": {"start_distributed": 1 if distributed else None},
+              "phases": {"baseline": phase(*baseline), "gateway": phase(*gateway)}, "fanout_ratio": {}}
+    (folder / "result.json").write_bytes(orjson.dumps(result))
+    return folder
+
+
+def test_fan_out_runs_are_compared_per_core_with_a_median_per_mode(tmp_path: Path) -> None:
+    runs = [fanout_run(tmp_path / "a-fanout", False, (100_000, 1.0), (100_000, 0.8)),  # same frames, less CPU: 1.25
+            fanout_run(tmp_path / "b-fanout", False, (90_000, 0.9), (60_000, 0.5)),  # fewer frames, 1.2 per core
+            fanout_run(tmp_path / "c-fanout", False, (80_000, 0.8), (80_000, 1.0)),  # 0.8
+            fanout_run(tmp_path / "d-fanout", True, (100_000, 1.0), (50_000, 0.25))]  # 2.0
+    assert load(runs[0]) is None and load_fanout(runs[0]) is not None
+    lines = fanout_table([(f.name, load_fanout(f)) for f in runs]).splitlines()  # type: ignore[misc]
+    assert lines[2] == "| `a-fanout` | embedded | 100,000, 1.000, 100,000 | 100,000, 0.800, 125,000 | 1.000 | 1.250 |"
+    assert lines[-2] == "| **median of 1** | distributed | | | 0.500 | **2.000** |"
+    assert lines[-1] == "| **median of 3** | embedded | | | 1.000 | **1.200** |"
