@@ -15,6 +15,11 @@ What it promises, and how:
 - On open, bytes after the last complete line (a write torn by a crash, never acked) are copied to
   a side file next to the log and cut off, so new appends neither merge with them nor renumber
   anything acked.
+- A follower that has caught up (the processing loop, as a rule) is handed the events of each new
+  durable batch as they were appended, not read back and decoded from the file: the same events
+  at the same offsets, since ``append`` refuses any event that would not read back equal to itself
+  (``ClapRecorded.check``). The last ``RECENT_EVENTS`` or so are kept for this; a follower further
+  behind reads the file.
 """
 from __future__ import annotations
 
@@ -22,7 +27,9 @@ import asyncio
 import errno
 import logging
 import os
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
+from typing import NamedTuple
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,6 +39,17 @@ log = logging.getLogger("embedded.file_log")
 
 # Read size; a clap event is a few hundred bytes, so a line longer than this is corrupt.
 READ_CHUNK = 1 << 20
+# Durable events kept in memory for followers that have caught up (a few seconds of claps).
+RECENT_EVENTS = 10_000
+
+
+class DurableBatch(NamedTuple):
+    """The events that one write and fsync made durable, and where they are in the file."""
+
+    start: int  # byte position of the first line
+    end: int  # byte position after the last line
+    first_offset: int
+    events: list[ClapRecorded]
 
 
 class FileClapLog:
@@ -49,7 +67,9 @@ class FileClapLog:
         os.fsync(self._fd)
         # The offset the next append gets; readers read the lines before it, never further.
         self.end_offset = _count_lines(self._fd, self._durable_bytes)
-        self._queue: list[tuple[bytes, asyncio.Future[int]]] = []
+        self._queue: list[tuple[bytes, ClapRecorded, asyncio.Future[int]]] = []
+        self._recent: deque[DurableBatch] = deque()
+        self._recent_events = 0
         self._wakeup = asyncio.Event()
         self._durable_moved = asyncio.Condition()
         self._writer: asyncio.Task[None] | None = None
@@ -96,8 +116,9 @@ class FileClapLog:
             raise RuntimeError("clap log is closed")
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_loop(), name="file-log-writer")
+        clap.check()  # what followers are handed must be what a reader of the file decodes
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append((clap.to_json() + b"\n", done))
+        self._queue.append((clap.to_json() + b"\n", clap, done))
         self._wakeup.set()
         return await done
 
@@ -107,7 +128,7 @@ class FileClapLog:
             self._wakeup.clear()
             while self._queue:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-                data = b"".join(line for line, _ in batch)
+                data = b"".join(line for line, _, _ in batch)
                 try:
                     await asyncio.to_thread(self._write_durably, data, self._durable_bytes)
                 except Exception as error:  # disk full, I/O error: refuse these, keep serving
@@ -115,20 +136,39 @@ class FileClapLog:
                         "%s: writing %d events at byte %d failed, none acknowledged: %r",
                         self.path, len(batch), self._durable_bytes, error,
                     )
-                    for _, done in batch:
+                    for _, _, done in batch:
                         if not done.done():
                             done.set_exception(error)
                     continue
                 first = self.end_offset
+                self._remember(DurableBatch(self._durable_bytes, self._durable_bytes + len(data), first,
+                                            [event for _, event, _ in batch]))
                 self._durable_bytes += len(data)
                 self.end_offset += len(batch)
-                for index, (_, done) in enumerate(batch):
+                for index, (_, _, done) in enumerate(batch):
                     if not done.done():
                         done.set_result(first + index)
                 async with self._durable_moved:
                     self._durable_moved.notify_all()
             if self._closed:
                 return
+
+    def _remember(self, batch: DurableBatch) -> None:
+        self._recent.append(batch)
+        self._recent_events += len(batch.events)
+        while self._recent_events > RECENT_EVENTS and len(self._recent) > 1:
+            self._recent_events -= len(self._recent.popleft().events)
+
+    def _recent_from(self, position: int) -> list[DurableBatch] | None:
+        """The remembered batches from byte ``position`` on, if one starts there."""
+        recent = self._recent
+        for index in range(len(recent) - 1, -1, -1):  # a follower is most often one batch behind
+            start = recent[index].start
+            if start == position:
+                return [recent[later] for later in range(index, len(recent))]
+            if start < position:
+                return None
+        return None
 
     def _write_durably(self, data: bytes, at: int) -> None:
         """Write ``data`` at byte ``at`` in full and fsync it, or leave the file ending at ``at``."""
@@ -159,13 +199,21 @@ class FileClapLog:
         position = 0
         with open(self.path, "rb", buffering=0) as f:
             while True:
-                for line_at, length, line in _lines(f, position, self._durable_bytes):
-                    if offset >= from_offset:
-                        event = self._decode(line, offset, line_at, length)
-                        if event is not None:
+                recent = self._recent_from(position) if offset >= from_offset else None
+                if recent is not None:
+                    for batch in recent:
+                        for offset, event in enumerate(batch.events, batch.first_offset):
                             yield offset, event
-                    offset += 1
-                    position = line_at + length + 1
+                        offset = batch.first_offset + len(batch.events)
+                        position = batch.end
+                else:
+                    for line_at, length, line in _lines(f, position, self._durable_bytes):
+                        if offset >= from_offset:
+                            event = self._decode(line, offset, line_at, length)
+                            if event is not None:
+                                yield offset, event
+                        offset += 1
+                        position = line_at + length + 1
                 if not follow or self._drained:
                     return
                 async with self._durable_moved:
