@@ -110,17 +110,26 @@ class FileClapLog:
         _fsync_directory(self.path.parent)
         return side
 
-    async def append(self, clap: ClapRecorded) -> int:
-        """Return the event's offset once it is durable; raise if it could not be made so."""
-        if self._closed:
-            raise RuntimeError("clap log is closed")
+    def append(self, clap: ClapRecorded) -> asyncio.Future[int]:
+        """The event's offset once it is durable; fails if it could not be made so.
+
+        The ``ClapLog`` port's ``append``, awaited the same way, but a future rather than a
+        coroutine: a caller that only needs the outcome (the gateway, once per clap) needs no
+        task to run it.
+        """
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        try:
+            if self._closed:
+                raise RuntimeError("clap log is closed")
+            clap.check()  # what followers are handed must be what a reader of the file decodes
+        except Exception as error:
+            done.set_exception(error)
+            return done
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_loop(), name="file-log-writer")
-        clap.check()  # what followers are handed must be what a reader of the file decodes
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.append((clap.to_json() + b"\n", clap, done))
         self._wakeup.set()
-        return await done
+        return done
 
     async def _write_loop(self) -> None:
         while True:

@@ -188,7 +188,7 @@ async def test_readers_never_see_a_line_before_its_fsync_completed(tmp_path, mon
     monkeypatch.setattr(os, "fsync", held_fsync)
     follower = clap_log.read(0, follow=True)
     assert await anext(follower) == (0, clap("e0"))
-    appended = asyncio.create_task(clap_log.append(clap("e1")))
+    appended = asyncio.ensure_future(clap_log.append(clap("e1")))
     try:
         assert await asyncio.to_thread(syncing.wait, 10)
         # e1 is in the file, but its fsync has not returned: nobody may read it yet.
