@@ -754,24 +754,12 @@ class Gateway:
         self._send_now(connection, orjson.dumps({"type": "ack", "id": event.clap_id, "seq": append.result() + 1}))
 
     def _send_now(self, connection: ServerConnection, payload: bytes) -> None:
-        """Write a JSON text frame at once, without a task, unless the socket is backed up.
-
-        Most answers go straight to the socket, as the rooms' count frames do. A socket past
-        write_buffer_high gets the frame through ``connection.send``, which waits for it to
-        drain, as every answer did before: a client that stops reading holds a task per answer,
-        never an unbounded buffer beyond the high-water mark. A connection that is closing gets
-        nothing, as ``send`` would refuse it.
-        """
-        if connection.state is not State.OPEN:
-            return
-        transport = connection.transport
-        if transport.get_write_buffer_size() < self.config.write_buffer_high:
-            try:
-                transport.write(small_text_frame(payload))
-            except RuntimeError:
-                pass  # write_eof() already called: the close handshake is under way
-        else:
+        """Send a JSON text frame from a callback: at once, or by a task if the socket is backed up."""
+        if not self._write_now(connection, payload):
             self._spawn(self._send_text(connection, payload.decode()))
+
+    def _write_now(self, connection: ServerConnection, payload: bytes) -> bool:
+        return write_now(connection, payload, self.config.write_buffer_high)
 
     def _send_refusal_now(self, connection: ServerConnection, refused: Refused) -> None:
         self.metrics.claps_refused.labels(refused.code).inc()
@@ -796,10 +784,9 @@ class Gateway:
 
     async def _send_error(self, connection: ServerConnection, refused: Refused) -> None:
         self.metrics.claps_refused.labels(refused.code).inc()
-        try:
-            await connection.send(orjson.dumps(refusal_doc(refused)).decode())
-        except ConnectionClosed:
-            pass
+        payload = orjson.dumps(refusal_doc(refused))
+        if not self._write_now(connection, payload):
+            await self._send_text(connection, payload.decode())  # and stop reading until it drains
 
 
 def refusal_doc(refused: Refused) -> dict[str, str]:
@@ -807,6 +794,26 @@ def refusal_doc(refused: Refused) -> dict[str, str]:
     if refused.clap_id is not None:
         doc["id"] = refused.clap_id
     return doc
+
+
+def write_now(connection: ServerConnection, payload: bytes, write_buffer_high: int) -> bool:
+    """Write a JSON text frame straight to the socket, as the rooms write count frames; False,
+    writing nothing, when the socket holds ``write_buffer_high`` bytes or more.
+
+    The caller then sends it with ``connection.send``, which waits for the socket to drain, as
+    every answer did before: a client that stops reading is held back, never given an unbounded
+    buffer. A connection that is closing gets nothing (True), as ``send`` would refuse it.
+    """
+    if connection.state is not State.OPEN:
+        return True
+    transport = connection.transport
+    if transport.get_write_buffer_size() >= write_buffer_high:
+        return False
+    try:
+        transport.write(small_text_frame(payload))
+    except RuntimeError:
+        pass  # write_eof() already called: the close handshake is under way
+    return True
 
 
 def small_text_frame(payload: bytes) -> bytes:
