@@ -2,8 +2,8 @@
 
 What it promises, and how:
 - ``append`` returns an event's offset only once its line is written in full and fsynced.
-  Appends that arrive together share one write and one fsync (group commit), so durability does
-  not cost one disk flush per clap.
+  Appends that arrive together share one write and one fsync (group commit): while one batch is
+  with the disk thread, the next one gathers, so durability does not cost one disk flush per clap.
 - A write or fsync that fails (a full disk, an I/O error) fails its whole batch: the file is cut
   back to the durable end and every append of the batch raises, so nothing of it is acked and
   the next batch starts on a clean line.
@@ -30,7 +30,8 @@ import os
 import queue
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
 from typing import NamedTuple
 from pathlib import Path
 from typing import BinaryIO
@@ -58,8 +59,9 @@ class _DiskThread:
     """One thread that runs a log's blocking writes and fsyncs, a batch at a time, in order.
 
     ``asyncio.to_thread`` goes through a thread pool, a wrapped concurrent future and a copied
-    context for every call: at a thousand claps a second a batch holds a few claps, so that cost
-    came back every few claps. Here a call is a queue put one way and a loop callback the other.
+    context for every call, and its caller resumes a loop turn after the result arrives: at a
+    thousand claps a second a batch holds a few claps, so that cost came back every few claps.
+    Here a call is a queue put one way and one loop callback the other.
     """
 
     def __init__(self, name: str) -> None:
@@ -67,12 +69,10 @@ class _DiskThread:
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
-    def run(self, fn, *args) -> asyncio.Future:
-        """``fn(*args)`` on the thread; its result or exception, in this loop."""
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        self._requests.put((loop, done, fn, args))
-        return done
+    def run(self, fn: Callable[..., object], args: tuple, then: Callable[[BaseException | None], None]) -> None:
+        """``fn(*args)`` on the thread, then ``then(None)``, or ``then(error)`` if it raised, in
+        the calling loop."""
+        self._requests.put((asyncio.get_running_loop(), fn, args, then))
 
     def stop(self) -> None:
         """The thread ends after the calls already asked for."""
@@ -80,22 +80,13 @@ class _DiskThread:
 
     def _serve(self) -> None:
         while (request := self._requests.get()) is not None:
-            loop, done, fn, args = request
+            loop, fn, args, then = request
             try:
-                result = fn(*args)
-            except BaseException as error:  # handed to the caller, as to_thread would
-                loop.call_soon_threadsafe(_settle, done, None, error)
+                fn(*args)
+            except BaseException as error:  # handed to the loop, as to_thread would
+                loop.call_soon_threadsafe(then, error)
             else:
-                loop.call_soon_threadsafe(_settle, done, result, None)
-
-
-def _settle(done: asyncio.Future, result: object, error: BaseException | None) -> None:
-    if done.cancelled():
-        return
-    if error is not None:
-        done.set_exception(error)
-    else:
-        done.set_result(result)
+                loop.call_soon_threadsafe(then, None)
 
 
 class FileClapLog:
@@ -116,9 +107,13 @@ class FileClapLog:
         self._queue: list[tuple[bytes, ClapRecorded, asyncio.Future[int]]] = []
         self._recent: deque[DurableBatch] = deque()
         self._recent_events = 0
-        self._wakeup = asyncio.Event()
-        self._durable_moved = asyncio.Condition()
-        self._writer: asyncio.Task[None] | None = None
+        self._disk: _DiskThread | None = None
+        self._writing = False  # a batch is with the disk thread: the next one waits (group commit)
+        self._write_soon = False  # _write_next is scheduled
+        self._idle = asyncio.Event()  # nothing queued, nothing being written
+        self._idle.set()
+        # Set, and replaced by a new one, each time the durable end moves (or the log closes).
+        self._durable_moved = asyncio.Event()
         self._cut_pending = False
         self._closed = False
         self._drained = False  # closed, and everything queued before is written or refused
@@ -163,7 +158,8 @@ class FileClapLog:
         coroutine: a caller that only needs the outcome (the gateway, once per clap) needs no
         task to run it.
         """
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[int] = loop.create_future()
         try:
             if self._closed:
                 raise RuntimeError("clap log is closed")
@@ -171,49 +167,53 @@ class FileClapLog:
         except Exception as error:
             done.set_exception(error)
             return done
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_loop(), name="file-log-writer")
         self._queue.append((clap.to_json() + b"\n", clap, done))
-        self._wakeup.set()
+        self._idle.clear()
+        if not self._writing and not self._write_soon:
+            # Next turn of the loop: the appends of this turn go in the same batch.
+            self._write_soon = True
+            loop.call_soon(self._write_next)
         return done
 
-    async def _write_loop(self) -> None:
-        disk = _DiskThread(f"file-log-disk:{self.path.name}")
-        try:
-            await self._write_batches(disk)
-        finally:
-            disk.stop()
+    def _write_next(self) -> None:
+        """Hand the disk thread the next batch: whatever was queued meanwhile, up to max_batch."""
+        self._write_soon = False
+        if self._writing:
+            return
+        if not self._queue:
+            self._idle.set()
+            return
+        batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+        data = b"".join(line for line, _, _ in batch)
+        if self._disk is None:
+            self._disk = _DiskThread(f"file-log-disk:{self.path.name}")
+        self._writing = True
+        self._disk.run(self._write_durably, (data, self._durable_bytes), partial(self._written, batch, data))
 
-    async def _write_batches(self, disk: _DiskThread) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._queue:
-                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-                data = b"".join(line for line, _, _ in batch)
-                try:
-                    await disk.run(self._write_durably, data, self._durable_bytes)
-                except Exception as error:  # disk full, I/O error: refuse these, keep serving
-                    log.error(
-                        "%s: writing %d events at byte %d failed, none acknowledged: %r",
-                        self.path, len(batch), self._durable_bytes, error,
-                    )
-                    for _, _, done in batch:
-                        if not done.done():
-                            done.set_exception(error)
-                    continue
-                first = self.end_offset
-                self._remember(DurableBatch(self._durable_bytes, self._durable_bytes + len(data), first,
-                                            [event for _, event, _ in batch]))
-                self._durable_bytes += len(data)
-                self.end_offset += len(batch)
-                for index, (_, _, done) in enumerate(batch):
-                    if not done.done():
-                        done.set_result(first + index)
-                async with self._durable_moved:
-                    self._durable_moved.notify_all()
-            if self._closed:
-                return
+    def _written(self, batch: list[tuple[bytes, ClapRecorded, asyncio.Future[int]]], data: bytes,
+                 error: BaseException | None) -> None:
+        """Settle a batch's appends once its write and fsync returned, then write the next batch."""
+        self._writing = False
+        if error is not None:  # disk full, I/O error: refuse these, keep serving
+            log.error(
+                "%s: writing %d events at byte %d failed, none acknowledged: %r",
+                self.path, len(batch), self._durable_bytes, error,
+            )
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_exception(error)
+        else:
+            first = self.end_offset
+            self._remember(DurableBatch(self._durable_bytes, self._durable_bytes + len(data), first,
+                                        [event for _, event, _ in batch]))
+            self._durable_bytes += len(data)
+            self.end_offset += len(batch)
+            for index, (_, _, done) in enumerate(batch):
+                if not done.done():
+                    done.set_result(first + index)
+            moved, self._durable_moved = self._durable_moved, asyncio.Event()
+            moved.set()
+        self._write_next()
 
     def _remember(self, batch: DurableBatch) -> None:
         self._recent.append(batch)
@@ -278,9 +278,8 @@ class FileClapLog:
                         position = line_at + length + 1
                 if not follow or self._drained:
                     return
-                async with self._durable_moved:
-                    if self._durable_bytes == position and not self._drained:
-                        await self._durable_moved.wait()
+                if self._durable_bytes == position and not self._drained:
+                    await self._durable_moved.wait()
 
     def _decode(self, line: bytes | None, offset: int, at: int, length: int) -> ClapRecorded | None:
         try:
@@ -298,13 +297,11 @@ class FileClapLog:
         if self._closed:
             return
         self._closed = True
-        if self._writer is not None:
-            # The writer drains what was queued before the close, then ends.
-            self._wakeup.set()
-            await asyncio.gather(self._writer, return_exceptions=True)
+        await self._idle.wait()  # what was queued before the close is written or refused
+        if self._disk is not None:
+            self._disk.stop()
         self._drained = True
-        async with self._durable_moved:
-            self._durable_moved.notify_all()
+        self._durable_moved.set()
         os.close(self._fd)
 
 
