@@ -54,23 +54,36 @@ class ClapRecorded:
         kind = doc.get("type", CLAP)
         if kind not in (CLAP, UNDO):
             raise ValueError(f"unknown clap log record type {kind!r}")
-        # The log is open to any producer with access: a record the schema refuses counts nothing
-        # (adapters skip it as malformed), so the processor and an analytics consumer that checks
-        # clap-recorded.v1.json agree on what counted.
-        count = 0 if kind == UNDO else doc["count"]
-        if kind == CLAP and (type(count) is not int or not 1 <= count <= MAX_CLAPS_PER_MESSAGE):
-            raise ValueError(f"clap count {count!r} is not an integer 1..{MAX_CLAPS_PER_MESSAGE}")
-        for field in ("article", "user", "id"):
-            if not is_valid_id(doc[field]):
-                raise ValueError(f"{field} {doc[field]!r} is not a valid id")
-        return cls(
+        event = cls(
             article=doc["article"],
             user=doc["user"],
-            count=count,
+            count=0 if kind == UNDO else doc["count"],
             clap_id=doc["id"],
             at_ms=int(doc["at"]),
             kind=kind,
         )
+        # The log is open to any producer with access: a record the schema refuses counts nothing
+        # (adapters skip it as malformed), so the processor and an analytics consumer that checks
+        # clap-recorded.v1.json agree on what counted.
+        event.check()
+        return event
+
+    def check(self) -> None:
+        """Raise ValueError unless this event is one ``from_json`` reads back from ``to_json``,
+        equal to itself: what a reader of the log counts. A log that hands its readers the events
+        it wrote, without reading them back, refuses the others at append."""
+        if self.kind not in (CLAP, UNDO):
+            raise ValueError(f"unknown clap log record type {self.kind!r}")
+        count = self.count
+        if self.kind == CLAP and (type(count) is not int or not 1 <= count <= MAX_CLAPS_PER_MESSAGE):
+            raise ValueError(f"clap count {count!r} is not an integer 1..{MAX_CLAPS_PER_MESSAGE}")
+        if self.kind == UNDO and (type(count) is not int or count != 0):
+            raise ValueError(f"an undo counts 0, not {count!r}")  # to_json does not write it
+        for field, value in (("article", self.article), ("user", self.user), ("id", self.clap_id)):
+            if not is_valid_id(value):
+                raise ValueError(f"{field} {value!r} is not a valid id")
+        if type(self.at_ms) is not int:
+            raise ValueError(f"at {self.at_ms!r} is not an integer")
 
 
 def undo_recorded(article: str, user: str, undo_id: str, at_ms: int) -> ClapRecorded:

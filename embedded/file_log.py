@@ -2,8 +2,8 @@
 
 What it promises, and how:
 - ``append`` returns an event's offset only once its line is written in full and fsynced.
-  Appends that arrive together share one write and one fsync (group commit), so durability does
-  not cost one disk flush per clap.
+  Appends that arrive together share one write and one fsync (group commit): while one batch is
+  with the disk thread, the next one gathers, so durability does not cost one disk flush per clap.
 - A write or fsync that fails (a full disk, an I/O error) fails its whole batch: the file is cut
   back to the durable end and every append of the batch raises, so nothing of it is acked and
   the next batch starts on a clean line.
@@ -15,6 +15,11 @@ What it promises, and how:
 - On open, bytes after the last complete line (a write torn by a crash, never acked) are copied to
   a side file next to the log and cut off, so new appends neither merge with them nor renumber
   anything acked.
+- A follower that has caught up (the processing loop, as a rule) is handed the events of each new
+  durable batch as they were appended, not read back and decoded from the file: the same events
+  at the same offsets, since ``append`` refuses any event that would not read back equal to itself
+  (``ClapRecorded.check``). The last ``RECENT_EVENTS`` or so are kept for this; a follower further
+  behind reads the file.
 """
 from __future__ import annotations
 
@@ -22,7 +27,12 @@ import asyncio
 import errno
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+import queue
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
+from typing import NamedTuple
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,6 +42,51 @@ log = logging.getLogger("embedded.file_log")
 
 # Read size; a clap event is a few hundred bytes, so a line longer than this is corrupt.
 READ_CHUNK = 1 << 20
+# Durable events kept in memory for followers that have caught up (a few seconds of claps).
+RECENT_EVENTS = 10_000
+
+
+class DurableBatch(NamedTuple):
+    """The events that one write and fsync made durable, and where they are in the file."""
+
+    start: int  # byte position of the first line
+    end: int  # byte position after the last line
+    first_offset: int
+    events: list[ClapRecorded]
+
+
+class _DiskThread:
+    """One thread that runs a log's blocking writes and fsyncs, a batch at a time, in order.
+
+    ``asyncio.to_thread`` goes through a thread pool, a wrapped concurrent future and a copied
+    context for every call, and its caller resumes a loop turn after the result arrives: at a
+    thousand claps a second a batch holds a few claps, so that cost came back every few claps.
+    Here a call is a queue put one way and one loop callback the other.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._requests: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, fn: Callable[..., object], args: tuple, then: Callable[[BaseException | None], None]) -> None:
+        """``fn(*args)`` on the thread, then ``then(None)``, or ``then(error)`` if it raised, in
+        the calling loop."""
+        self._requests.put((asyncio.get_running_loop(), fn, args, then))
+
+    def stop(self) -> None:
+        """The thread ends after the calls already asked for."""
+        self._requests.put(None)
+
+    def _serve(self) -> None:
+        while (request := self._requests.get()) is not None:
+            loop, fn, args, then = request
+            try:
+                fn(*args)
+            except BaseException as error:  # handed to the loop, as to_thread would
+                loop.call_soon_threadsafe(then, error)
+            else:
+                loop.call_soon_threadsafe(then, None)
 
 
 class FileClapLog:
@@ -49,10 +104,16 @@ class FileClapLog:
         os.fsync(self._fd)
         # The offset the next append gets; readers read the lines before it, never further.
         self.end_offset = _count_lines(self._fd, self._durable_bytes)
-        self._queue: list[tuple[bytes, asyncio.Future[int]]] = []
-        self._wakeup = asyncio.Event()
-        self._durable_moved = asyncio.Condition()
-        self._writer: asyncio.Task[None] | None = None
+        self._queue: list[tuple[bytes, ClapRecorded, asyncio.Future[int]]] = []
+        self._recent: deque[DurableBatch] = deque()
+        self._recent_events = 0
+        self._disk: _DiskThread | None = None
+        self._writing = False  # a batch is with the disk thread: the next one waits (group commit)
+        self._write_soon = False  # _write_next is scheduled
+        self._idle = asyncio.Event()  # nothing queued, nothing being written
+        self._idle.set()
+        # Set, and replaced by a new one, each time the durable end moves (or the log closes).
+        self._durable_moved = asyncio.Event()
         self._cut_pending = False
         self._closed = False
         self._drained = False  # closed, and everything queued before is written or refused
@@ -90,45 +151,86 @@ class FileClapLog:
         _fsync_directory(self.path.parent)
         return side
 
-    async def append(self, clap: ClapRecorded) -> int:
-        """Return the event's offset once it is durable; raise if it could not be made so."""
-        if self._closed:
-            raise RuntimeError("clap log is closed")
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_loop(), name="file-log-writer")
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append((clap.to_json() + b"\n", done))
-        self._wakeup.set()
-        return await done
+    def append(self, clap: ClapRecorded) -> asyncio.Future[int]:
+        """The event's offset once it is durable; fails if it could not be made so.
 
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._queue:
-                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-                data = b"".join(line for line, _ in batch)
-                try:
-                    await asyncio.to_thread(self._write_durably, data, self._durable_bytes)
-                except Exception as error:  # disk full, I/O error: refuse these, keep serving
-                    log.error(
-                        "%s: writing %d events at byte %d failed, none acknowledged: %r",
-                        self.path, len(batch), self._durable_bytes, error,
-                    )
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_exception(error)
-                    continue
-                first = self.end_offset
-                self._durable_bytes += len(data)
-                self.end_offset += len(batch)
-                for index, (_, done) in enumerate(batch):
-                    if not done.done():
-                        done.set_result(first + index)
-                async with self._durable_moved:
-                    self._durable_moved.notify_all()
+        The ``ClapLog`` port's ``append``, awaited the same way, but a future rather than a
+        coroutine: a caller that only needs the outcome (the gateway, once per clap) needs no
+        task to run it.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[int] = loop.create_future()
+        try:
             if self._closed:
-                return
+                raise RuntimeError("clap log is closed")
+            clap.check()  # what followers are handed must be what a reader of the file decodes
+        except Exception as error:
+            done.set_exception(error)
+            return done
+        self._queue.append((clap.to_json() + b"\n", clap, done))
+        self._idle.clear()
+        if not self._writing and not self._write_soon:
+            # Next turn of the loop: the appends of this turn go in the same batch.
+            self._write_soon = True
+            loop.call_soon(self._write_next)
+        return done
+
+    def _write_next(self) -> None:
+        """Hand the disk thread the next batch: whatever was queued meanwhile, up to max_batch."""
+        self._write_soon = False
+        if self._writing:
+            return
+        if not self._queue:
+            self._idle.set()
+            return
+        batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+        data = b"".join(line for line, _, _ in batch)
+        if self._disk is None:
+            self._disk = _DiskThread(f"file-log-disk:{self.path.name}")
+        self._writing = True
+        self._disk.run(self._write_durably, (data, self._durable_bytes), partial(self._written, batch, data))
+
+    def _written(self, batch: list[tuple[bytes, ClapRecorded, asyncio.Future[int]]], data: bytes,
+                 error: BaseException | None) -> None:
+        """Settle a batch's appends once its write and fsync returned, then write the next batch."""
+        self._writing = False
+        if error is not None:  # disk full, I/O error: refuse these, keep serving
+            log.error(
+                "%s: writing %d events at byte %d failed, none acknowledged: %r",
+                self.path, len(batch), self._durable_bytes, error,
+            )
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_exception(error)
+        else:
+            first = self.end_offset
+            self._remember(DurableBatch(self._durable_bytes, self._durable_bytes + len(data), first,
+                                        [event for _, event, _ in batch]))
+            self._durable_bytes += len(data)
+            self.end_offset += len(batch)
+            for index, (_, _, done) in enumerate(batch):
+                if not done.done():
+                    done.set_result(first + index)
+            moved, self._durable_moved = self._durable_moved, asyncio.Event()
+            moved.set()
+        self._write_next()
+
+    def _remember(self, batch: DurableBatch) -> None:
+        self._recent.append(batch)
+        self._recent_events += len(batch.events)
+        while self._recent_events > RECENT_EVENTS and len(self._recent) > 1:
+            self._recent_events -= len(self._recent.popleft().events)
+
+    def _recent_from(self, position: int) -> list[DurableBatch] | None:
+        """The remembered batches from byte ``position`` on, if one starts there."""
+        recent = self._recent
+        for index in range(len(recent) - 1, -1, -1):  # a follower is most often one batch behind
+            start = recent[index].start
+            if start == position:
+                return [recent[later] for later in range(index, len(recent))]
+            if start < position:
+                return None
+        return None
 
     def _write_durably(self, data: bytes, at: int) -> None:
         """Write ``data`` at byte ``at`` in full and fsync it, or leave the file ending at ``at``."""
@@ -159,18 +261,25 @@ class FileClapLog:
         position = 0
         with open(self.path, "rb", buffering=0) as f:
             while True:
-                for line_at, length, line in _lines(f, position, self._durable_bytes):
-                    if offset >= from_offset:
-                        event = self._decode(line, offset, line_at, length)
-                        if event is not None:
+                recent = self._recent_from(position) if offset >= from_offset else None
+                if recent is not None:
+                    for batch in recent:
+                        for offset, event in enumerate(batch.events, batch.first_offset):
                             yield offset, event
-                    offset += 1
-                    position = line_at + length + 1
+                        offset = batch.first_offset + len(batch.events)
+                        position = batch.end
+                else:
+                    for line_at, length, line in _lines(f, position, self._durable_bytes):
+                        if offset >= from_offset:
+                            event = self._decode(line, offset, line_at, length)
+                            if event is not None:
+                                yield offset, event
+                        offset += 1
+                        position = line_at + length + 1
                 if not follow or self._drained:
                     return
-                async with self._durable_moved:
-                    if self._durable_bytes == position and not self._drained:
-                        await self._durable_moved.wait()
+                if self._durable_bytes == position and not self._drained:
+                    await self._durable_moved.wait()
 
     def _decode(self, line: bytes | None, offset: int, at: int, length: int) -> ClapRecorded | None:
         try:
@@ -188,13 +297,11 @@ class FileClapLog:
         if self._closed:
             return
         self._closed = True
-        if self._writer is not None:
-            # The writer drains what was queued before the close, then ends.
-            self._wakeup.set()
-            await asyncio.gather(self._writer, return_exceptions=True)
+        await self._idle.wait()  # what was queued before the close is written or refused
+        if self._disk is not None:
+            self._disk.stop()
         self._drained = True
-        async with self._durable_moved:
-            self._durable_moved.notify_all()
+        self._durable_moved.set()
         os.close(self._fd)
 
 

@@ -12,7 +12,9 @@ import re
 import secrets
 import socket
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -21,6 +23,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from core.identity import issue_token, verify_token
 from core.messages import ClapRecorded, CountChanged, CountingStatus, undo_recorded
@@ -44,7 +47,7 @@ from gateway.counting import CountingNotices
 from gateway.health import Outages
 from gateway.http import cookie, html_response, json_error, json_response, respond, split_path
 from gateway.presence import LocalPresenceBus, Presence, PresenceBus
-from gateway.rooms import Reader, RoomRegistry
+from gateway.rooms import Reader, RoomRegistry, text_frame
 
 log = logging.getLogger("gateway")
 
@@ -111,6 +114,55 @@ class Metrics:
                                "the chunk size gets", ["article"], registry=self.registry)
 
 
+class AppendDeadlines:
+    """Appends waiting to be durable, oldest first, each given up ``timeout_s`` after it began.
+
+    One timer for all of them rather than one per clap (a timer and a wrapping task per clap cost
+    more than the rest of a clap's handling in this process): every append gets the same timeout,
+    so deadlines come in the order appends begin and only the oldest unfinished one needs watching.
+    Giving up cancels the append, as ``asyncio.wait_for`` would; it may still land in the log,
+    and a retry with the same id counts once.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._waiting: deque[tuple[float, asyncio.Future[int]]] = deque()
+        self._started = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def watch(self, append: asyncio.Future[int], now: float) -> None:
+        self._waiting.append((now + self.timeout_s, append))
+        if len(self._waiting) == 1:
+            self._started.set()
+
+    def expire(self, now: float) -> float | None:
+        """Cancel the appends past their deadline at ``now`` and forget finished ones; return the
+        next deadline to look again at, None when nothing is waiting."""
+        waiting = self._waiting
+        while waiting:
+            deadline, append = waiting[0]
+            if not append.done():
+                if deadline > now:
+                    return deadline
+                append.cancel()
+            waiting.popleft()
+        return None
+
+    async def run(self, forget_every_s: float = 0.25) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            deadline = self.expire(loop.time())
+            if deadline is None:
+                self._started.clear()
+                await self._started.wait()
+            else:
+                # Also wake to forget finished appends (most finish within milliseconds, in the
+                # order they began), so the queue holds about forget_every_s of claps, not timeout_s.
+                await asyncio.sleep(min(deadline - loop.time(), forget_every_s))
+
+
 class Gateway:
     def __init__(
         self,
@@ -148,6 +200,7 @@ class Gateway:
         # Join answers being prepared, per reader: bounded by the rooms a reader may hold.
         self._answering: dict[Reader, set[str]] = {}
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self.appends = AppendDeadlines(config.append_timeout_s)
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         # Who reads what now, over every gateway. Readers of the article list join its articles
@@ -169,6 +222,8 @@ class Gateway:
         self._tasks.append(asyncio.create_task(self._consume_feed(updates), name="feed"))
         self._tasks.append(asyncio.create_task(self.rooms.run_backlog_flusher(), name="backlog"))
         self._tasks.append(asyncio.create_task(self._keepalive(), name="keepalive"))
+        # Without it an append that hangs would never be answered: vital.
+        self._tasks.append(asyncio.create_task(self.appends.run(), name="append-deadlines"))
         # Not vital: without it readers lose "N reading now", never a count or a clap.
         self._presence_task = asyncio.create_task(self.presence.run(), name="presence")
         self._presence_task.add_done_callback(_log_presence_end)
@@ -540,13 +595,14 @@ class Gateway:
                         if user is None:
                             raise Refused("unauthenticated", "clapping needs a session token", event_id)
                         self._require_known(message.article, event_id)
+                        now_ms = self.clock_ms()
                         if bucket is None:
-                            bucket = TokenBucket(self.config.claps_per_second, self.config.clap_burst, self.clock_ms())
+                            bucket = TokenBucket(self.config.claps_per_second, self.config.clap_burst, now_ms)
                             inflight = asyncio.Semaphore(self.config.inflight_claps_per_connection)
-                        if not bucket.take(self.clock_ms()):
+                        if not bucket.take(now_ms):
                             raise Refused("rate_limited", "too many claps; slow down", event_id)
                         await inflight.acquire()  # backpressure: stop reading this socket
-                        asyncio.create_task(self._clap(connection, user, message, inflight))
+                        self._append(connection, user, message, now_ms, inflight)
                 except Refused as refused:
                     await self._send_error(connection, refused)
         except ConnectionClosed:
@@ -660,31 +716,54 @@ class Gateway:
             self._loading.pop(article, None)
         await self.rooms.publish(stored or zero_total(article))
 
-    async def _clap(
-        self, connection: ServerConnection, user: str, message: Clap | Undo, inflight: asyncio.Semaphore
+    def _append(
+        self, connection: ServerConnection, user: str, message: Clap | Undo, now_ms: int, inflight: asyncio.Semaphore
     ) -> None:
+        """Log a clap or undo and answer it once it is durable, with no task of its own.
+
+        The append is watched by ``self.appends`` (bounded: with the log away a clapper hears so
+        within append_timeout_s) and answered from its done callback (``_appended``).
+        """
         if isinstance(message, Undo):
-            event = undo_recorded(message.article, user, message.undo_id, self.clock_ms())
+            event = undo_recorded(message.article, user, message.undo_id, now_ms)
         else:
-            event = ClapRecorded(message.article, user, message.count, message.clap_id, self.clock_ms())
-        try:
-            # Bounded: with the log away a clapper hears so within append_timeout_s. An append
-            # given up here may still land later; the retry with the same id counts once.
-            offset = await asyncio.wait_for(self.clap_log.append(event), self.config.append_timeout_s)
-        except Exception as error:
+            event = ClapRecorded(message.article, user, message.count, message.clap_id, now_ms)
+        append = asyncio.ensure_future(self.clap_log.append(event))
+        self.appends.watch(append, append.get_loop().time())
+        append.add_done_callback(partial(self._appended, connection, event, inflight))
+
+    def _appended(
+        self, connection: ServerConnection, event: ClapRecorded, inflight: asyncio.Semaphore, append: asyncio.Future[int]
+    ) -> None:
+        inflight.release()
+        if append.cancelled():
+            error: BaseException | None = TimeoutError(f"not durable within {self.appends.timeout_s} s")
+        else:
+            error = append.exception()
+        if error is not None:
             self.outages.failed(CLAP_LOG, self.clock_ms() / 1000, error)
             log.warning("%s %s not logged: %r", event.kind, event.clap_id, error,
                         extra={"clap_id": event.clap_id, "article": event.article})
-            await self._send_error(
+            self._send_refusal_now(
                 connection, Refused("unavailable", f"the {event.kind} was not confirmed; retry with the same id", event.clap_id)
             )
             return
-        finally:
-            inflight.release()
         self.outages.recovered(CLAP_LOG)
         self.metrics.claps_acked.inc()
         # seq: this clap is in every total of its article at this seq or above, in any epoch.
-        await self._send_json(connection, {"type": "ack", "id": event.clap_id, "seq": offset + 1})
+        self._send_now(connection, orjson.dumps({"type": "ack", "id": event.clap_id, "seq": append.result() + 1}))
+
+    def _send_now(self, connection: ServerConnection, payload: bytes) -> None:
+        """Send a JSON text frame from a callback: at once, or by a task if the socket is backed up."""
+        if not self._write_now(connection, payload):
+            self._spawn(self._send_text(connection, payload.decode()))
+
+    def _write_now(self, connection: ServerConnection, payload: bytes) -> bool:
+        return write_now(connection, payload, self.config.write_buffer_high)
+
+    def _send_refusal_now(self, connection: ServerConnection, refused: Refused) -> None:
+        self.metrics.claps_refused.labels(refused.code).inc()
+        self._send_now(connection, orjson.dumps(refusal_doc(refused)))
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.create_task(coroutine)
@@ -705,13 +784,47 @@ class Gateway:
 
     async def _send_error(self, connection: ServerConnection, refused: Refused) -> None:
         self.metrics.claps_refused.labels(refused.code).inc()
-        doc = {"type": "error", "code": refused.code, "message": refused.message}
-        if refused.clap_id is not None:
-            doc["id"] = refused.clap_id
-        try:
-            await connection.send(orjson.dumps(doc).decode())
-        except ConnectionClosed:
-            pass
+        payload = orjson.dumps(refusal_doc(refused))
+        if not self._write_now(connection, payload):
+            await self._send_text(connection, payload.decode())  # and stop reading until it drains
+
+
+def refusal_doc(refused: Refused) -> dict[str, str]:
+    doc = {"type": "error", "code": refused.code, "message": refused.message}
+    if refused.clap_id is not None:
+        doc["id"] = refused.clap_id
+    return doc
+
+
+def write_now(connection: ServerConnection, payload: bytes, write_buffer_high: int) -> bool:
+    """Write a JSON text frame straight to the socket, as the rooms write count frames; False,
+    writing nothing, when the socket holds ``write_buffer_high`` bytes or more.
+
+    The caller then sends it with ``connection.send``, which waits for the socket to drain, as
+    every answer did before: a client that stops reading is held back, never given an unbounded
+    buffer. A connection that is closing gets nothing (True), as ``send`` would refuse it.
+    """
+    if connection.state is not State.OPEN:
+        return True
+    transport = connection.transport
+    if transport.get_write_buffer_size() >= write_buffer_high:
+        return False
+    try:
+        transport.write(small_text_frame(payload))
+    except RuntimeError:
+        pass  # write_eof() already called: the close handshake is under way
+    return True
+
+
+def small_text_frame(payload: bytes) -> bytes:
+    """``rooms.text_frame(payload)``, without building a frame object for a short payload.
+
+    RFC 6455 §5.2: FIN and the text opcode (0x81), then, for a payload under 126 bytes, its
+    length in one byte with the mask bit clear (a server never masks). An ack is always that short.
+    """
+    if len(payload) < 126:
+        return bytes((0x81, len(payload))) + payload
+    return text_frame(payload)
 
 
 def _log_presence_end(task: asyncio.Task[None]) -> None:

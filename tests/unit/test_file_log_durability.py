@@ -188,7 +188,7 @@ async def test_readers_never_see_a_line_before_its_fsync_completed(tmp_path, mon
     monkeypatch.setattr(os, "fsync", held_fsync)
     follower = clap_log.read(0, follow=True)
     assert await anext(follower) == (0, clap("e0"))
-    appended = asyncio.create_task(clap_log.append(clap("e1")))
+    appended = asyncio.ensure_future(clap_log.append(clap("e1")))
     try:
         assert await asyncio.to_thread(syncing.wait, 10)
         # e1 is in the file, but its fsync has not returned: nobody may read it yet.
@@ -222,3 +222,73 @@ async def test_close_waits_for_queued_appends_and_ends_followers(tmp_path):
 
 async def read_following(clap_log: FileClapLog) -> list[tuple[int, str]]:
     return [(offset, event.clap_id) async for offset, event in clap_log.read(0, follow=True)]
+
+
+def count_decodes(monkeypatch) -> list[int]:
+    """The offsets of the lines the log reads back from its file and decodes."""
+    decoded: list[int] = []
+    real_decode = FileClapLog._decode
+
+    def counting_decode(self, line, offset, at, length):
+        decoded.append(offset)
+        return real_decode(self, line, offset, at, length)
+
+    monkeypatch.setattr(FileClapLog, "_decode", counting_decode)
+    return decoded
+
+
+async def test_a_caught_up_follower_is_handed_exactly_what_a_reader_of_the_file_decodes(tmp_path, monkeypatch):
+    decoded = count_decodes(monkeypatch)
+    earlier = FileClapLog(tmp_path / "claps.log")
+    await earlier.append(clap("before"))
+    await earlier.close()
+    clap_log = FileClapLog(tmp_path / "claps.log")  # reopened: "before" is only in the file
+    follower = clap_log.read(0, follow=True)
+    assert await anext(follower) == (0, clap("before"))
+    handed = []
+    for round_ in range(20):  # batches of several sizes, each made durable before the next
+        batch = [clap(f"r{round_}-{i}") for i in range(round_ % 7 + 1)]
+        offsets = await asyncio.gather(*(clap_log.append(event) for event in batch))
+        for _ in batch:
+            handed.append(await asyncio.wait_for(anext(follower), 10))
+        assert [offset for offset, _ in handed[-len(batch):]] == offsets
+    assert decoded == [0]  # only the line from before the reopen was read back
+    from_file = [(offset, event) async for offset, event in FileClapLog(tmp_path / "claps.log").read(1)]
+    assert handed == from_file
+    assert len(handed) == sum(r % 7 + 1 for r in range(20))
+    await follower.aclose()
+    await clap_log.close()
+
+
+async def test_a_follower_further_behind_than_the_log_remembers_reads_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr("embedded.file_log.RECENT_EVENTS", 3)
+    decoded = count_decodes(monkeypatch)
+    clap_log = FileClapLog(tmp_path / "claps.log")
+    follower = clap_log.read(0, follow=True)
+    first = asyncio.ensure_future(anext(follower))
+    assert await clap_log.append(clap("e0")) == 0
+    assert await asyncio.wait_for(first, 10) == (0, clap("e0"))
+    for i in range(1, 12):  # the follower falls 11 events behind; the log remembers the last 3
+        assert await clap_log.append(clap(f"e{i}")) == i
+    assert [await anext(follower) for _ in range(11)] == [(i, clap(f"e{i}")) for i in range(1, 12)]
+    assert decoded == list(range(1, 12))
+    late = asyncio.ensure_future(anext(follower))
+    assert await clap_log.append(clap("e12")) == 12
+    assert await asyncio.wait_for(late, 10) == (12, clap("e12"))
+    assert decoded == list(range(1, 12))  # caught up again: handed from memory
+    await follower.aclose()
+    await clap_log.close()
+
+
+async def test_an_event_that_would_not_read_back_equal_is_refused_and_nothing_is_written(tmp_path):
+    path = tmp_path / "claps.log"
+    clap_log = FileClapLog(path)
+    assert await clap_log.append(clap("e0")) == 0
+    with pytest.raises(ValueError):
+        await clap_log.append(ClapRecorded("disk-article", "u1", 3, "undo-1", 1_000, "undo"))  # an undo's count is not logged
+    with pytest.raises(ValueError):
+        await clap_log.append(ClapRecorded("disk article", "u1", 1, "e1", 1_000))
+    assert await clap_log.append(clap("e1")) == 1
+    assert path.read_bytes() == line("e0") + line("e1")
+    assert await read_all(clap_log) == [(0, "e0"), (1, "e1")]
+    await clap_log.close()
