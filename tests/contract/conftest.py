@@ -19,7 +19,11 @@ async def create_topic(name: str, partitions: int = 3) -> None:
     from processor.config import ProcessorConfig
     from processor.topics import ensure_topics
 
-    await ensure_topics(ProcessorConfig(kafka_bootstrap=BOOTSTRAP, clap_topic=name, counts_topic=f"{name}-counts", partitions=partitions))
+    # Every name its own: the defaults are the local deployment's (`make up`), whose changelogs a
+    # 3-partition test topic set would otherwise create first, with the wrong count.
+    await ensure_topics(ProcessorConfig(
+        kafka_bootstrap=BOOTSTRAP, clap_topic=name, counts_topic=f"{name}-counts", partitions=partitions,
+        app_prefix=name, articles_topic=f"{name}-articles", presence_topic=f"{name}-presence"))
 
 
 @dataclass

@@ -46,7 +46,7 @@ async def wait_for(predicate, timeout_s: float) -> bool:
 async def fresh_topics(name: str) -> ProcessorConfig:
     config = ProcessorConfig.from_env({
         "CLAP_TOPIC": f"{name}-claps", "COUNTS_TOPIC": f"{name}-counts", "ARTICLES_TOPIC": f"{name}-articles",
-        "CLAP_PARTITIONS": "1",
+        "CLAP_PARTITIONS": "1", "PROCESSOR_APP_PREFIX": name, "PRESENCE_TOPIC": f"{name}-presence",
     })
     await ensure_topics(config)
     return config
