@@ -5,7 +5,7 @@ Cassandra). ``tests/contract/`` runs one suite per port against both.
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Protocol
 
 from core.messages import ClapRecorded, CountChanged, CountingStatus
@@ -14,9 +14,10 @@ from core.messages import ClapRecorded, CountChanged, CountingStatus
 class ClapLog(Protocol):
     """The durable, replayable log of clap events, keyed by article."""
 
-    async def append(self, clap: ClapRecorded) -> int:
-        """Return the event's offset in its article's partition once it is durable; raise if it
-        could not be made so (nothing is acked then)."""
+    def append(self, clap: ClapRecorded) -> Awaitable[int]:
+        """An awaitable of the event's offset in its article's partition, done once the event is
+        durable; it raises if the event could not be made so (nothing is acked then). A coroutine
+        function fits; the embedded log hands back a future, so a caller needs no task to wait."""
 
     async def close(self) -> None: ...
 
