@@ -45,9 +45,17 @@ def load_fanout(folder: Path) -> dict[str, Any] | None:
     return result if result.get("scenario") == "fanout" and "fanout_ratio" in result else None
 
 
+def _mode(result: dict[str, Any]) -> str:
+    """Which gateway a run measured: one it started (embedded or distributed) or one it was given."""
+    options = result["options"]
+    if options.get("start_distributed"):
+        return "distributed"
+    return "embedded" if options.get("start_embedded") else "given"
+
+
 def fanout_row(result: dict[str, Any]) -> dict[str, Any]:
     """One fan-out run's figures; per core = delivered frames/s over the server's CPU cores."""
-    row: dict[str, Any] = {"mode": "distributed" if result["options"].get("start_distributed") else "embedded"}
+    row: dict[str, Any] = {"mode": _mode(result)}
     for phase in ("baseline", "gateway"):
         frames = result["phases"][phase]["readers"]["frames_per_second"]["median_per_s"]
         cores = sum(s.get("cpu_cores_during_run") or 0.0 for s in result["phases"][phase]["servers"].values())
@@ -106,19 +114,20 @@ def _busy(result: dict[str, Any], phase: str) -> str:
 
 
 def table(results: list[tuple[str, dict[str, Any]]]) -> str:
-    head = ["run", "readers", "method"] + [name for name, _ in COLUMNS] + [
+    head = ["run", "mode", "readers", "method"] + [name for name, _ in COLUMNS] + [
         "machine busy / server waiting for a core: reference; gateway"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    by_readers: dict[int, list[dict[str, Any]]] = {}
+    by_readers: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for name, result in results:
         versus = result["versus_reference"]
         readers = result["options"]["readers"]
-        by_readers.setdefault(readers, []).append(versus)
-        cells = [f"`{name}`", f"{readers:,}", versus["method"]] + [_cell(get(versus)) for _, get in COLUMNS]
+        mode = _mode(result)
+        by_readers.setdefault((mode, readers), []).append(versus)
+        cells = [f"`{name}`", mode, f"{readers:,}", versus["method"]] + [_cell(get(versus)) for _, get in COLUMNS]
         cells.append(f"{_busy(result, 'reference')}; {_busy(result, 'gateway')}")
         lines.append("| " + " | ".join(cells) + " |")
-    for readers, runs in sorted(by_readers.items()):
-        cells = [f"**median of {len(runs)}**", f"{readers:,}", ""]
+    for (mode, readers), runs in sorted(by_readers.items()):
+        cells = [f"**median of {len(runs)}**", mode, f"{readers:,}", ""]
         for _, get in COLUMNS:
             values = [get(v) for v in runs]
             if isinstance(values[0], str):

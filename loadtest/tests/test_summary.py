@@ -14,7 +14,7 @@ def fake_run(folder: Path, readers: int, ref_p99: float, gw_p99: float, ref_rate
                               "updates_per_reader_p50": rate, "updates_per_reader_min": rate - 0.5,
                               "bracket_p99_ms": {"ack_seq": None, "at_after_send": p99 - 10, "at_after_ack": p99}}
     phase = {"machine_busy_share": {"busy": 0.9}, "servers": {"x": {"main_thread_waiting_for_cpu_share": 0.2}}}
-    result = {"scenario": "hot", "options": {"readers": readers},
+    result = {"scenario": "hot", "options": {"readers": readers, "start_embedded": 1},
               "phases": {"reference": phase, "gateway": phase},
               "versus_reference": {"method": "at_after_ack", "reference": side(ref_p99, ref_rate),
                                    "gateway": side(gw_p99, gw_rate),
@@ -33,15 +33,15 @@ def test_one_row_per_run_and_the_median_per_size(tmp_path: Path) -> None:
     text = table([(f.name, load(f)) for f in runs])  # type: ignore[misc]
     lines = text.splitlines()
     assert len(lines) == 2 + 3 + 1
-    assert "| `r1-hot` | 5,000 | at_after_ack | 100 / 200 | 130 / 260 | 1.30 | -; 190..200; -; 250..260 | 10.00 (9.50) | 9.50 (9.00) | 0.95 |" in text
-    assert lines[-1].startswith("| **median of 3** | 5,000 |  | 100 / 200 | 130 / 260 | **1.30** |  | 10.00 (9.50) | 9.50 (9.00) | **0.95** |")
+    assert "| `r1-hot` | embedded | 5,000 | at_after_ack | 100 / 200 | 130 / 260 | 1.30 | -; 190..200; -; 250..260 | 10.00 (9.50) | 9.50 (9.00) | 0.95 |" in text
+    assert lines[-1].startswith("| **median of 3** | embedded | 5,000 |  | 100 / 200 | 130 / 260 | **1.30** |  | 10.00 (9.50) | 9.50 (9.00) | **0.95** |")
 
 
 def fanout_run(folder: Path, distributed: bool, baseline: tuple[float, float], gateway: tuple[float, float]) -> Path:
     folder.mkdir()
     phase = lambda frames, cores: {"readers": {"frames_per_second": {"median_per_s": frames}},  # noqa: E731
                                    "servers": {"s": {"cpu_cores_during_run": cores}}}
-    result = {"scenario": "fanout", "options": {"start_distributed": 1 if distributed else None},
+    result = {"scenario": "fanout", "options": {"start_distributed": 1 if distributed else 0, "start_embedded": 0 if distributed else 1},
               "phases": {"baseline": phase(*baseline), "gateway": phase(*gateway)}, "fanout_ratio": {}}
     (folder / "result.json").write_bytes(orjson.dumps(result))
     return folder
