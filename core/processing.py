@@ -59,6 +59,20 @@ def position_of(tally: ArticleTally) -> int:
     return tally.offset + 1
 
 
+def pause_before_next_batch(window_s: float, batch_wait_s: float, taken_at: float, now: float, *, backlog: bool) -> float:
+    """How long a batch loop whose source waits ``batch_wait_s`` for each batch pauses before it
+    asks for the next one, so that batches (and so announcements) come once per ``window_s``.
+
+    The batch was handed over at ``taken_at``; the next one comes ``batch_wait_s`` after the
+    loop asks, so asking at ``taken_at + window_s - batch_wait_s`` puts it a window after this
+    one. A loop whose work took longer asks at once, and so does one behind the log (``backlog``:
+    a full batch, a catch-up), where waiting would only delay counting.
+    """
+    if backlog:
+        return 0.0
+    return max(0.0, taken_at + window_s - batch_wait_s - now)
+
+
 @dataclass(frozen=True, slots=True)
 class LogEvent:
     """One record read from the clap log; ``clap`` is None for a record that did not parse."""

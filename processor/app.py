@@ -26,7 +26,7 @@ from core.counting import SAY_EVERY_MS, counting_states
 from core.ledger import ArticleTally, UserClaps
 from core.messages import ClapRecorded, CountChanged, CountingStatus
 from core.partitioning import PartitionCache, article_partitioner
-from core.processing import ClapCounter, LogEvent
+from core.processing import ClapCounter, LogEvent, pause_before_next_batch
 from observability.logs import faust_logging_config
 from processor import metrics
 from processor.bulk_send import TableWriter, by_partition, send_in_batches
@@ -228,7 +228,9 @@ async def count_claps(stream: faust.StreamT) -> None:
 
 
 async def _count(stream: faust.StreamT) -> None:
+    loop = asyncio.get_running_loop()
     async for events in stream.take_events(config.max_batch, within=config.batch_wait_s):
+        taken_at = loop.time()
         holes.batch_in_progress = True
         metrics.batches.started()
         batch = [LogEvent(event.message.partition, event.message.offset, _parse(event)) for event in events]
@@ -246,6 +248,11 @@ async def _count(stream: faust.StreamT) -> None:
         if counter.holes or holes.first_seen:
             await holes.reread(counter.holes)
         holes.batch_in_progress = False
+        # One batch, and so one announcement per article, per window (not window + work).
+        pause = pause_before_next_batch(config.window_ms / 1000, config.batch_wait_s, taken_at, loop.time(),
+                                        backlog=len(events) >= config.max_batch or bool(counter.catching_up))
+        if pause:
+            await asyncio.sleep(pause)
 
 
 async def send_totals(updates: list[CountChanged]) -> list[asyncio.Future]:

@@ -57,7 +57,10 @@ class ProcessorConfig:
 
     @property
     def batch_wait_s(self) -> float:
-        wait_ms = self.batch_wait_ms if self.batch_wait_ms is not None else self.window_ms * 0.9
+        # Half a window: the agent pauses for the rest once a batch is done, so batches come once
+        # per window whenever the work takes less than half of one (core.processing.
+        # pause_before_next_batch); Faust's take adds the work to its wait otherwise.
+        wait_ms = self.batch_wait_ms if self.batch_wait_ms is not None else self.window_ms * 0.5
         return max(wait_ms, 1) / 1000
 
     @property

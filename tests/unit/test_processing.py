@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.ledger import MAX_CLAPS_PER_USER, ArticleTally, UserClaps
 from core.messages import ClapRecorded, CountChanged, is_newer, undo_recorded
-from core.processing import ClapCounter, LogEvent, user_key
+from core.processing import ClapCounter, LogEvent, pause_before_next_batch, user_key
 
 
 def clap(article="a", user="u", count=1, clap_id="c", at_ms=0):
@@ -361,3 +362,16 @@ def test_whatever_a_delivery_skips_or_repeats_the_totals_equal_a_plain_recount(c
     assert all(position[p] >= ends[p] for p in (0, 1)) and not counter.holes
     assert {a: t.total for a, t in articles.items()} == expected_totals(events)
     assert counter.catching_up == {}
+
+
+@given(st.floats(0.0, 1.0), st.floats(0.0, 0.3))
+def test_batches_come_once_per_window_whatever_the_work_took_below_it(work_s, extra_s):
+    window, wait, taken_at = 0.1, 0.05, 1000.0
+    pause = pause_before_next_batch(window, wait, taken_at, taken_at + work_s, backlog=False)
+    next_batch_at = taken_at + work_s + pause + wait
+    if work_s <= window - wait:
+        assert next_batch_at == pytest.approx(taken_at + window)  # paced to the window
+    else:
+        assert pause == 0.0  # the work was longer than the window allows: no pause on top
+    # Behind the log, never a pause.
+    assert pause_before_next_batch(window, wait, taken_at, taken_at + extra_s, backlog=True) == 0.0
