@@ -62,6 +62,29 @@ class TopicPartitionsMismatch(RuntimeError):
     positions would be filed under partitions that disagree."""
 
 
+async def partition_counts(admin: AIOKafkaAdminClient, names: list[str], settle_s: float = 10.0) -> dict[str, int]:
+    """Each topic's partition count, as the brokers' metadata has it.
+
+    A topic created a moment ago (by another worker starting at the same time) can be described
+    with no partitions until its metadata has spread; those are asked again for up to
+    ``settle_s``, and a count still unknown then is left out rather than taken for a mismatch.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settle_s
+    counts: dict[str, int] = {}
+    pending = list(names)
+    while pending:
+        described = {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(pending)}
+        counts.update({name: n for name, n in described.items() if n})
+        pending = [name for name in pending if name not in counts]
+        if not pending or loop.time() >= deadline:
+            break
+        await asyncio.sleep(0.2)
+    if pending:
+        log.warning("could not read the partition count of %s; not checked", pending)
+    return counts
+
+
 async def create_missing(admin: AIOKafkaAdminClient, wanted: list[NewTopic]) -> list[NewTopic]:
     """Create the topics of ``wanted`` that do not exist yet; returns those it created.
 
@@ -79,8 +102,9 @@ async def create_missing(admin: AIOKafkaAdminClient, wanted: list[NewTopic]) -> 
         log.info("created topics %s", [t.name for t in missing])
     present = [t for t in wanted if t.name in existing]
     if present:
-        found = {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics([t.name for t in present])}
-        wrong = [(t.name, found.get(t.name), t.num_partitions) for t in present if found.get(t.name) != t.num_partitions]
+        found = await partition_counts(admin, [t.name for t in present])
+        wrong = [(t.name, found[t.name], t.num_partitions) for t in present
+                 if found.get(t.name) and found[t.name] != t.num_partitions]
         if wrong:
             raise TopicPartitionsMismatch(
                 "topics with another partition count than this deployment's "
