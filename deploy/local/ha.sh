@@ -80,7 +80,8 @@ app_env() {
   local v
   printf '%s\n' CLAP_MODE=distributed "KAFKA_BOOTSTRAP=$KAFKA_BOOTSTRAP" "CASSANDRA_HOSTS=$CASSANDRA_HOSTS" \
     "CASSANDRA_PORT=$CASSANDRA_PORT" "CASSANDRA_RF=$CASSANDRA_RF" "KAFKA_RF=$KAFKA_RF" \
-    PROCESSOR_STANDBY_REPLICAS=1 "CLAP_SECRET=${CLAP_SECRET:-local-dev-secret-change-me}" \
+    PROCESSOR_STANDBY_REPLICAS=1 "PROCESSOR_STATE_DIR=$HA_RUN_DIR/processor-state" \
+    "CLAP_SECRET=${CLAP_SECRET:-local-dev-secret-change-me}" \
     "CLAP_EPOCH=$(current_epoch)" "PYTHONPATH=$CLAP_ROOT" PYTHONUNBUFFERED=1
   for v in CLAP_TOPIC COUNTS_TOPIC ARTICLES_TOPIC CLAP_PARTITIONS CASSANDRA_KEYSPACE PROCESSOR_APP_PREFIX PROJECTOR_GROUP \
            CLAP_WINDOW_MS CLAPS_PER_SECOND CLAP_BURST NEW_IDENTITIES_PER_MINUTE NEW_IDENTITY_BURST; do
@@ -409,7 +410,10 @@ cmd_status() {
 cmd_clean() {
   cmd_down
   local d
-  for d in "$HA_RUN_DIR"/kafka[0-9]* "$HA_RUN_DIR"/cassandra[0-9]* "$HA_RUN_DIR/kafka-cluster-id" "$HA_RUN_DIR/epoch"; do
+  # The workers' RocksDB state goes with the clusters it was read from: kept, it would claim
+  # changelog offsets that a new cluster does not have, and Faust refuses to start on it.
+  for d in "$HA_RUN_DIR"/kafka[0-9]* "$HA_RUN_DIR"/cassandra[0-9]* "$HA_RUN_DIR/kafka-cluster-id" "$HA_RUN_DIR/epoch" \
+           "$HA_RUN_DIR/processor-state"; do
     [[ -e "$d" ]] && rm -rf "$d"
   done
   log "clean: data removed from $HA_RUN_DIR (logs kept in $LOGS)"
