@@ -32,9 +32,8 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
-from typing import NamedTuple
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from core.messages import ClapRecorded
 

@@ -29,7 +29,7 @@ from core.partitioning import PartitionCache, article_partitioner
 from core.processing import ClapCounter, LogEvent, pause_before_next_batch
 from observability.logs import faust_logging_config
 from processor import metrics
-from processor.bulk_send import TableWriter, by_partition, send_in_batches
+from processor.bulk_send import TableWriter, send_by_partition
 from processor.config import ProcessorConfig
 from processor.fault_injection import DeliveryDropper
 from processor.membership import tune_worker_consumers
@@ -39,6 +39,11 @@ from processor.state_store import faust_store_url, worker_state_dir
 log = logging.getLogger("processor")
 
 T = TypeVar("T")
+
+
+def kafka_producer() -> Any:
+    """The worker's aiokafka producer under Faust's (faust-streaming exposes no public accessor)."""
+    return app.producer._ensure_producer()
 
 
 class BatchedTable(MutableMapping[str, T], Generic[T]):
@@ -53,7 +58,7 @@ class BatchedTable(MutableMapping[str, T], Generic[T]):
     def __init__(self, table: faust.Table, decode: Callable[[dict[str, Any]], T], encode: Callable[[T], dict[str, Any]],
                  partition_of: Callable[[bytes], int]) -> None:
         self.table, self.decode, self.encode = table, decode, encode
-        self.writer = TableWriter(table, lambda: app.producer._ensure_producer(), partition_of)
+        self.writer = TableWriter(table, kafka_producer, partition_of)
         self.held: dict[str, T] = {}
 
     def __getitem__(self, key: str) -> T:
@@ -188,7 +193,7 @@ async def wait_for_topic_metadata() -> None:
     changelog topic's partitions; right after Faust creates those topics the producer may not
     know them yet, and the first table write would fail.
     """
-    producer = app.producer._ensure_producer()  # faust-streaming exposes no public accessor
+    producer = kafka_producer()
     for topic in (users_table.changelog_topic_name, tallies_table.changelog_topic_name, config.counts_topic):
         await producer.partitions_for(topic)
 
@@ -258,11 +263,7 @@ async def _count(stream: faust.StreamT) -> None:
 async def send_totals(updates: list[CountChanged]) -> list[asyncio.Future]:
     """The batch's totals to the fan-out topic, one record batch per partition."""
     messages = [(update.article.encode(), update.to_json()) for update in updates]
-    producer = app.producer._ensure_producer()
-    futures: list[asyncio.Future] = []
-    for partition, group in by_partition(messages, partition_of).items():
-        futures += await send_in_batches(producer, config.counts_topic, partition, group)
-    return futures
+    return await send_by_partition(kafka_producer(), config.counts_topic, messages, partition_of)
 
 
 async def flush_all_sends(sent: list[asyncio.Future]) -> None:

@@ -2,7 +2,7 @@
 
 Faust writes each table change as its own message through its producer buffer: a future, a
 sensor call, a partitioner call and a callback per key. When a batch changes thousands of user
-records that was about a third of a worker's time (``python -m loadtest.processor_rate --profile``).
+records that was about a quarter of a worker's time (``python -m loadtest.processor_rate --profile``).
 Here all of one batch's messages for a topic go out as one record batch per partition (aiokafka's
 ``create_batch`` / ``send_batch``), with one future per record batch.
 
@@ -58,6 +58,15 @@ async def send_in_batches(producer: Any, topic: str, partition: int, messages: l
             future.add_done_callback(_acked_callback(on_acked, count))
         futures.append(future)
         index += count
+    return futures
+
+
+async def send_by_partition(producer: Any, topic: str, messages: Iterable[Message],
+                            partition_of: Callable[[bytes], int]) -> list[asyncio.Future]:
+    """Send ``messages`` to ``topic`` as record batches, each partition's in the order given."""
+    futures: list[asyncio.Future] = []
+    for partition, group in by_partition(messages, partition_of).items():
+        futures += await send_in_batches(producer, topic, partition, group)
     return futures
 
 

@@ -8,6 +8,7 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import TopicPartition
 
 from core.partitioning import PartitionCache
 from processor.bulk_send import by_partition, send_in_batches
@@ -19,8 +20,6 @@ PARTITIONS = 3
 
 
 async def read_partition(topic: str, partition: int, count: int) -> list[tuple[int, bytes, bytes | None]]:
-    from aiokafka.structs import TopicPartition
-
     consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
