@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from core.ledger import Applied, ArticleTally, UserClaps, apply_clap, apply_undo
 from core.messages import ClapRecorded, CountChanged
@@ -73,9 +74,11 @@ def pause_before_next_batch(window_s: float, batch_wait_s: float, taken_at: floa
     return max(0.0, taken_at + window_s - batch_wait_s - now)
 
 
-@dataclass(frozen=True, slots=True)
-class LogEvent:
-    """One record read from the clap log; ``clap`` is None for a record that did not parse."""
+class LogEvent(NamedTuple):
+    """One record read from the clap log; ``clap`` is None for a record that did not parse.
+
+    A named tuple, not a frozen dataclass: one is made per event, and a tuple is made at a
+    fraction of the cost."""
 
     partition: int
     offset: int

@@ -31,6 +31,7 @@ from observability.logs import faust_logging_config
 from processor import metrics
 from processor.bulk_send import TableWriter, send_by_partition
 from processor.config import ProcessorConfig
+from processor.delivery import DirectDeliveryApp, RawBytesSchema
 from processor.fault_injection import DeliveryDropper
 from processor.membership import tune_worker_consumers
 from processor.readiness import add_ready_page, observe
@@ -62,17 +63,23 @@ class BatchedTable(MutableMapping[str, T], Generic[T]):
         self.held: dict[str, T] = {}
 
     def __getitem__(self, key: str) -> T:
-        if key in self.held:
-            return self.held[key]
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        # Not Mapping.get's KeyError round trip: most lookups of a backlog find no record yet.
+        held = self.held.get(key)
+        if held is not None:
+            return held
         get_encoded = getattr(self.table.data, "get_encoded", None)
         if get_encoded is not None:  # our RocksDB store: one lookup, no Faust sensors
             encoded = get_encoded(key.encode())
             doc = None if encoded is None else orjson.loads(encoded)
         else:
             doc = self.table.get(key.encode())
-        if doc is None:
-            raise KeyError(key)
-        return self.decode(doc)
+        return default if doc is None else self.decode(doc)
 
     def __setitem__(self, key: str, value: T) -> None:
         self.held[key] = value
@@ -105,7 +112,8 @@ config = ProcessorConfig.from_env()
 # the session timeout: after it the member is gone anyway.
 tune_worker_consumers(config.group_instance_id, leave_timeout_s=config.session_timeout_s)
 
-app = faust.App(
+# Faust's app, but for how its consumer hands fetched claps to the agent (processor/delivery.py).
+app = DirectDeliveryApp(
     config.app_id,
     broker=f"kafka://{config.kafka_bootstrap}",
     # Tables on disk, one directory per worker: a restart replays only the changelog written
@@ -136,7 +144,7 @@ app = faust.App(
     logging_config=faust_logging_config("processor", config.log_format),
 )
 
-claps_topic = app.topic(config.clap_topic, key_serializer="raw", value_serializer="raw", partitions=config.partitions)
+claps_topic = app.topic(config.clap_topic, schema=RawBytesSchema(), partitions=config.partitions)
 counts_topic = app.topic(config.counts_topic, key_serializer="raw", value_serializer="raw", partitions=config.partitions)
 
 # use_partitioner: table keys are routed by ``article_partitioner``, which sends "article:user"
