@@ -11,12 +11,14 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 from gateway.articles import SEEDED
 from gateway.catalogue import Catalogue, EmbeddedArticles, KafkaCatalogueFeed
 from gateway.config import ADMIN_TOKEN_FILE, GatewayConfig
+from gateway.heap import HeapSteward
 from gateway.server import Gateway
 from observability.logs import setup_logging
 
@@ -78,6 +80,12 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
         )
         await gateway.start()
         stack.push_async_callback(gateway.stop)
+        if config.gc_freeze_every_s > 0:
+            steward = heap_steward(gateway, config)
+            # Not vital: without it CPython's own collector runs, with its longer pauses.
+            heap = asyncio.create_task(steward.run(), name="heap")
+            heap.add_done_callback(_log_heap_end)
+            stack.push_async_callback(_cancel, heap)
         log.info("clap service (%s) ready at http://%s:%d/", config.mode, config.host, gateway.port)
         if article_admin is not None:
             where = "CLAP_ADMIN_TOKEN" if os.environ.get("CLAP_ADMIN_TOKEN") else Path(config.data_dir) / ADMIN_TOKEN_FILE
@@ -104,11 +112,36 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
     log.info("stopped cleanly")
 
 
+def heap_steward(gateway: Gateway, config: GatewayConfig) -> HeapSteward:
+    metrics = gateway.metrics
+    pauses = {generation: metrics.gc_pause.labels(generation=str(generation)) for generation in (0, 1, 2)}
+    return HeapSteward(
+        open_connections=lambda: len(gateway.readers),
+        closed_connections=lambda: gateway.connections_closed,
+        freeze_every_s=config.gc_freeze_every_s,
+        sweep_after_closed=config.gc_sweep_after_closed,
+        sweep_every_s=config.gc_sweep_every_s,
+        on_pause=lambda generation, seconds: pauses[generation].observe(seconds),
+        on_sweep=lambda seconds, freed: metrics.gc_sweeps.inc(),
+    )
+
+
+def _log_heap_end(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("heap steward stopped; CPython's own collector runs from now on", exc_info=task.exception())
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 def main() -> None:
     config = GatewayConfig.from_env()
     setup_logging("gateway", config.log_format)
     logging.getLogger("websockets").setLevel(logging.WARNING)
     config = config.with_stored_credentials()
+    sys.setswitchinterval(config.gil_switch_interval_s)
 
     async def _main() -> None:
         stop = asyncio.Event()

@@ -71,6 +71,19 @@ class GatewayConfig:
     append_timeout_s: float = 5.0
     # A store read that has not answered within this counts as a failure (see /readyz).
     store_timeout_s: float = 5.0
+    # The heap out of CPython's full collections (gateway/heap.py): frozen this often (0: CPython's
+    # own collector alone); swept once as many connections closed as are open (at least this many),
+    # and at least this often.
+    gc_freeze_every_s: float = 1.0
+    gc_sweep_after_closed: int = 1000
+    gc_sweep_every_s: float = 900.0
+    # A large room's pass writes this many readers, then lets the loop run (acks, the window's
+    # tick, other rooms): 250 keeps each turn near 4 ms on a 2026 core (docs/BENCHMARKS.md §2.3).
+    fanout_chunk: int = 250
+    # How long the loop's thread keeps the GIL while another thread (the clap log's disk thread,
+    # SQLite's commits, the Cassandra driver) waits for it to hand back a result; CPython's
+    # default is 5 ms, a wait every ack and every window's commit would pay behind a busy loop.
+    gil_switch_interval_s: float = 0.001
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> GatewayConfig:
@@ -113,6 +126,11 @@ class GatewayConfig:
             append_timeout_s=float(env.get("CLAP_APPEND_TIMEOUT_S", cls.append_timeout_s)),
             store_timeout_s=float(env.get("CLAP_STORE_TIMEOUT_S", cls.store_timeout_s)),
             counting_stale_s=float(env.get("COUNTING_STALE_S", cls.counting_stale_s)),
+            gc_freeze_every_s=float(env.get("CLAP_GC_FREEZE_EVERY_S", cls.gc_freeze_every_s)),
+            gc_sweep_after_closed=int(env.get("CLAP_GC_SWEEP_AFTER_CLOSED", cls.gc_sweep_after_closed)),
+            gc_sweep_every_s=float(env.get("CLAP_GC_SWEEP_EVERY_S", cls.gc_sweep_every_s)),
+            fanout_chunk=int(env.get("CLAP_FANOUT_CHUNK", cls.fanout_chunk)),
+            gil_switch_interval_s=float(env.get("CLAP_GIL_SWITCH_INTERVAL_S", cls.gil_switch_interval_s)),
         )
 
     def with_stored_credentials(self) -> GatewayConfig:

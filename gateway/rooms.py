@@ -256,7 +256,7 @@ class RoomRegistry:
         self,
         *,
         write_buffer_high: int = 64 * 1024,
-        chunk: int = 1000,
+        chunk: int = 250,
         encode: Callable[[CountChanged], bytes] | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_pass: Callable[[Room, float], None] | None = None,

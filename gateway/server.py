@@ -112,6 +112,11 @@ class Metrics:
                                    buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1, 2.5), registry=self.registry)
         self.room_rate = Gauge("gateway_room_updates_per_second", "Totals per second each reader of a room above "
                                "the chunk size gets", ["article"], registry=self.registry)
+        self.gc_pause = Histogram("gateway_gc_pause_seconds", "The event loop stopped for one garbage collection "
+                                  "(generation 2: a full one)", ["generation"],
+                                  buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=self.registry)
+        self.gc_sweeps = Counter("gateway_gc_sweeps", "Full collections of the frozen heap (gateway/heap.py)",
+                                 registry=self.registry)
 
 
 class AppendDeadlines:
@@ -188,13 +193,15 @@ class Gateway:
         self.identity_limiter = KeyedRateLimiter(
             config.identities_per_minute / 60, config.identity_burst, config.identity_limiter_addresses
         )
-        self.rooms = RoomRegistry(write_buffer_high=config.write_buffer_high, on_open=self._room_opened,
+        self.rooms = RoomRegistry(write_buffer_high=config.write_buffer_high, chunk=config.fanout_chunk,
+                                  on_open=self._room_opened,
                                   on_close=self._room_closed, on_pass=lambda room, seconds: self.metrics.room_pass.observe(seconds))
         # Whether each room's count is live or catching up with the processor (gateway/counting.py).
         self.counting = CountingNotices(self.rooms, clock_ms, stale_ms=round(config.counting_stale_s * 1000))
         self.metrics = Metrics()
         self.metrics.max_connections.set(config.max_connections)
         self.readers: set[Reader] = set()
+        self.connections_closed = 0  # ever, here: what the heap steward sweeps after (gateway/heap.py)
         self._loading: dict[str, asyncio.Task[None]] = {}
         self.outages = Outages()
         # Join answers being prepared, per reader: bounded by the rooms a reader may hold.
@@ -609,6 +616,7 @@ class Gateway:
             pass
         finally:
             self.readers.discard(reader)
+            self.connections_closed += 1
             for article in list(self._listing.get(reader, ())):
                 self._count_as_listing(reader, article, False)
             self.rooms.drop(reader)
