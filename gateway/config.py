@@ -11,6 +11,7 @@ from core.validation import normalize_origin
 
 SECRET_FILE = "secret"
 ADMIN_TOKEN_FILE = "admin-token"
+EMBEDDED_FANOUT_CHUNK = 250
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,13 @@ class GatewayConfig:
     gc_sweep_after_closed: int = 1000
     gc_sweep_every_s: float = 900.0
     # A large room's pass writes this many readers, then lets the loop run (acks, the window's
-    # tick, other rooms): 250 keeps each turn near 4 ms on a 2026 core (docs/BENCHMARKS.md §2.3).
-    fanout_chunk: int = 250
+    # tick, other rooms). Embedded, the window's tick, its SQLite commit and the log's fsyncs wait
+    # on this loop, and 250 (about 4 ms of writes) cut the hot room's p99 by a third; distributed,
+    # only acks and the feed do, and 1,000 serves a quarter more frames per core (BENCHMARKS §2.3).
+    fanout_chunk: int = 1000  # CLAP_FANOUT_CHUNK; EMBEDDED_FANOUT_CHUNK when CLAP_MODE=embedded
+    # The fewest updates a second a reader of a large room should get: a gateway whose room is near
+    # it (passes over 80 % of its interval) takes no new connections (/readyz, gateway/rooms.py).
+    cadence_floor: float = 4.0
     # How long the loop's thread keeps the GIL while another thread (the clap log's disk thread,
     # SQLite's commits, the Cassandra driver) waits for it to hand back a result; CPython's
     # default is 5 ms, a wait every ack and every window's commit would pay behind a busy loop.
@@ -129,7 +135,9 @@ class GatewayConfig:
             gc_freeze_every_s=float(env.get("CLAP_GC_FREEZE_EVERY_S", cls.gc_freeze_every_s)),
             gc_sweep_after_closed=int(env.get("CLAP_GC_SWEEP_AFTER_CLOSED", cls.gc_sweep_after_closed)),
             gc_sweep_every_s=float(env.get("CLAP_GC_SWEEP_EVERY_S", cls.gc_sweep_every_s)),
-            fanout_chunk=int(env.get("CLAP_FANOUT_CHUNK", cls.fanout_chunk)),
+            fanout_chunk=int(env.get("CLAP_FANOUT_CHUNK", EMBEDDED_FANOUT_CHUNK
+                                     if env.get("CLAP_MODE", cls.mode) == "embedded" else cls.fanout_chunk)),
+            cadence_floor=float(env.get("CLAP_CADENCE_FLOOR", cls.cadence_floor)),
             gil_switch_interval_s=float(env.get("CLAP_GIL_SWITCH_INTERVAL_S", cls.gil_switch_interval_s)),
         )
 

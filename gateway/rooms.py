@@ -36,6 +36,12 @@ PING_FRAME = Frame(Opcode.PING, b"").serialize(mask=False)
 # Below this a reader of the room notices the count lagging (a person reads ~250 ms as "not
 # instant"); a room that falls below it needs more gateway processes, and says so in the log.
 SLOWEST_UPDATES_PER_SECOND = 4.0
+# A room whose passes take more than this share of the floor's interval (200 ms at 4 a second)
+# is near its floor: the gateway takes no new connections while it has one (/readyz), so the
+# load balancer sends new readers to gateways with room, and the readers here keep their floor.
+FLOOR_HEADROOM = 0.8
+# A pass measured longer ago than this says nothing about now (a room quiet since then).
+FLOOR_EVIDENCE_S = 2.0
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -192,7 +198,7 @@ class Cadence:
     pass: the cadence follows the audience. Both intervals are smoothed over the last few.
     """
 
-    __slots__ = ("arrival_s", "pass_s", "last_arrival", "passes")
+    __slots__ = ("arrival_s", "pass_s", "last_arrival", "last_pass", "passes")
 
     SMOOTHING = 0.25  # weight of the newest interval
 
@@ -200,6 +206,7 @@ class Cadence:
         self.arrival_s: float | None = None
         self.pass_s: float | None = None
         self.last_arrival: float | None = None
+        self.last_pass: float | None = None
         self.passes = 0
 
     def total_arrived(self, now: float) -> None:
@@ -207,8 +214,9 @@ class Cadence:
             self.arrival_s = self._smooth(self.arrival_s, now - self.last_arrival)
         self.last_arrival = now
 
-    def pass_finished(self, seconds: float) -> None:
+    def pass_finished(self, seconds: float, now: float) -> None:
         self.pass_s = self._smooth(self.pass_s, seconds)
+        self.last_pass = now
         self.passes += 1
 
     @property
@@ -259,6 +267,7 @@ class RoomRegistry:
         chunk: int = 250,
         encode: Callable[[CountChanged], bytes] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        floor: float = SLOWEST_UPDATES_PER_SECOND,
         on_pass: Callable[[Room, float], None] | None = None,
         on_open: Callable[[str], None] | None = None,
         on_close: Callable[[str], None] | None = None,
@@ -272,6 +281,7 @@ class RoomRegistry:
         self.chunk = chunk
         self._encode = encode or (lambda update: update.to_json())
         self._clock = clock
+        self.floor = floor
         self._on_pass = on_pass
         self._backlogged: set[Reader] = set()
         self.frames_written = 0
@@ -316,6 +326,15 @@ class RoomRegistry:
     def large_rooms(self) -> list[Room]:
         """Rooms served in more than one chunk: the ones whose cadence is worth watching."""
         return [room for room in self.rooms.values() if len(room.readers) > self.chunk]
+
+    def rooms_near_floor(self) -> list[Room]:
+        """Large rooms whose recent passes took over ``FLOOR_HEADROOM`` of the floor's interval:
+        a few more readers each and they would get fewer than ``floor`` updates a second."""
+        now = self._clock()
+        limit = FLOOR_HEADROOM / self.floor
+        return [room for room in self.large_rooms()
+                if room.cadence.pass_s is not None and room.cadence.pass_s > limit
+                and room.cadence.last_pass is not None and now - room.cadence.last_pass <= FLOOR_EVIDENCE_S]
 
     async def publish(self, update: CountChanged) -> int:
         """Make ``update`` the newest total of its article's room if it is newer than what it has.
@@ -373,15 +392,15 @@ class RoomRegistry:
         if rotation.due == 0 or rotation.visits - room.pass_visits >= len(rotation):
             now = self._clock()
             if len(rotation) > self.chunk:
-                self._pass_finished(room, now - room.pass_started)
+                self._pass_finished(room, now - room.pass_started, now)
             room.pass_started, room.pass_visits = now, rotation.visits
 
-    def _pass_finished(self, room: Room, seconds: float) -> None:
-        room.cadence.pass_finished(seconds)
+    def _pass_finished(self, room: Room, seconds: float, now: float) -> None:
+        room.cadence.pass_finished(seconds, now)
         if self._on_pass is not None:
             self._on_pass(room, seconds)
         rate = room.cadence.updates_per_second
-        slow = room.cadence.pass_s is not None and room.cadence.pass_s > 1.0 / SLOWEST_UPDATES_PER_SECOND
+        slow = room.cadence.pass_s is not None and room.cadence.pass_s > 1.0 / self.floor
         if slow and not room.warned_slow:
             log.warning("room %s: a pass over its %d readers takes %.0f ms, so they get %.1f updates/s; "
                         "spread its readers over more gateway processes",

@@ -112,6 +112,9 @@ class Metrics:
                                    buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1, 2.5), registry=self.registry)
         self.room_rate = Gauge("gateway_room_updates_per_second", "Totals per second each reader of a room above "
                                "the chunk size gets", ["article"], registry=self.registry)
+        self.rooms_near_floor = Gauge("gateway_rooms_near_floor", "Rooms whose passes take over 80 % of the "
+                                      "cadence floor's interval: the gateway takes no new connections",
+                                      registry=self.registry)
         self.gc_pause = Histogram("gateway_gc_pause_seconds", "The event loop stopped for one garbage collection "
                                   "(generation 2: a full one)", ["generation"],
                                   buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=self.registry)
@@ -194,7 +197,7 @@ class Gateway:
             config.identities_per_minute / 60, config.identity_burst, config.identity_limiter_addresses
         )
         self.rooms = RoomRegistry(write_buffer_high=config.write_buffer_high, chunk=config.fanout_chunk,
-                                  on_open=self._room_opened,
+                                  floor=config.cadence_floor, on_open=self._room_opened,
                                   on_close=self._room_closed, on_pass=lambda room, seconds: self.metrics.room_pass.observe(seconds))
         # Whether each room's count is live or catching up with the processor (gateway/counting.py).
         self.counting = CountingNotices(self.rooms, clock_ms, stale_ms=round(config.counting_stale_s * 1000))
@@ -351,7 +354,10 @@ class Gateway:
             # Degraded (a store away) is not ready but alive: restarting would not bring it back.
             # Counts catching up (the processor down or replaying) are said in the body only: every
             # gateway would leave the load balancer at once, and readers could not even read.
-            full = len(self.readers) >= self.config.max_connections
+            # A room near its cadence floor makes the gateway full as well: its readers keep their
+            # 4 updates a second, and new readers go where there is room (gateway/rooms.py).
+            crowded = self.rooms.rooms_near_floor()
+            full = len(self.readers) >= self.config.max_connections or bool(crowded)
             broken = any(task.done() for task in self._tasks)  # e.g. the feed stopped
             reasons = self.outages.reasons(self.clock_ms() / 1000)
             status = 503 if broken or (path == "/readyz" and (full or reasons)) else 200
@@ -361,6 +367,9 @@ class Gateway:
                    "counting": self.counting.readiness()}
             if reasons:
                 doc["reasons"] = reasons
+            if crowded:
+                doc["near_floor"] = [{"article": room.article, "readers": len(room.readers),
+                                      "pass_ms": round((room.cadence.pass_s or 0) * 1000)} for room in crowded]
             return json_response(status, doc)
         if path == "/metrics":
             self.metrics.connections.set(len(self.readers))
@@ -371,6 +380,7 @@ class Gateway:
             self.metrics.room_rate.clear()
             for room in self.rooms.large_rooms():
                 self.metrics.room_rate.labels(room.article).set(room.cadence.updates_per_second or 0.0)
+            self.metrics.rooms_near_floor.set(len(self.rooms.rooms_near_floor()))
             return respond(200, generate_latest(self.metrics.registry), "text/plain; version=0.0.4")
         if path == "/":
             return await self._index_page(query)

@@ -159,3 +159,44 @@ def test_a_full_gateway_is_not_ready_and_refuses_websockets_clearly(tmp_path, lo
             assert "refusing websocket: at capacity" in service.process.log_text()
     finally:
         service.stop()
+
+
+def readiness(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, orjson.loads(error.read())
+
+
+async def test_a_room_near_its_cadence_floor_makes_the_gateway_full_until_it_is_not(tmp_path, log_dir):
+    # A floor no pass can meet (100,000 updates/s: 8 us a pass) and chunks of 5 make a room of 12
+    # readers a large room near its floor as soon as a total is written round it.
+    service = EmbeddedService(tmp_path / "data", log_dir, name="floor")
+    service.start(CLAP_CADENCE_FLOOR="100000", CLAP_FANOUT_CHUNK="5")
+    readers: list[Reader] = []
+    try:
+        article = "why-logs-win"
+        readers = await Reader.open_joined(service.ws_url, article, 12)
+        status, body = await asyncio.to_thread(readiness, f"{service.base_url}/readyz")
+        assert (status, body["status"], "near_floor" in body) == (200, "ok", False)  # no pass yet
+        clapper = await Reader.open(service.ws_url, new_token(service.base_url))
+        await clapper.clap(article, 3, "floor-1")
+        assert await wait_all(readers, lambda r: r.totals.get(article) == 3, 10)
+        status, body = await asyncio.to_thread(readiness, f"{service.base_url}/readyz")
+        assert (status, body["status"]) == (503, "full")
+        assert [(room["article"], room["readers"]) for room in body["near_floor"]] == [(article, 12)]
+        # Still served: a reader that reaches a full gateway anyway is taken (only the cap refuses).
+        late = await Reader.open(service.ws_url)
+        await late.join(article)
+        assert await late.wait_for(lambda r: r.totals.get(article) == 3, 10)
+        readers.append(late)
+        # No pass for 2 s says nothing about now: ready again.
+        await asyncio.sleep(2.5)
+        status, body = await asyncio.to_thread(readiness, f"{service.base_url}/readyz")
+        assert (status, body["status"], "near_floor" in body) == (200, "ok", False)
+        await clapper.close()
+    finally:
+        for reader in readers:
+            await reader.close()
+        service.stop()

@@ -404,3 +404,32 @@ async def test_a_slow_reader_holds_one_frame_of_each_kind_per_room_and_none_afte
     )
     rooms.leave(slow, "a")
     assert sorted(slow.pending.values()) == sorted([rooms.rooms["b"].frame, b"b-reading-3"])
+
+
+async def test_a_room_is_near_its_floor_while_its_passes_take_over_80_percent_of_the_floor_interval():
+    clock = FakeClock()
+    rooms = RoomRegistry(chunk=10, clock=clock, floor=4.0)
+    readers = [Reader(FakeTransport(clock=clock, write_cost_s=0.0055)) for _ in range(40)]
+    for reader in readers:
+        rooms.join(reader, "a")
+    small, _ = room_of(5)  # never large: never near a floor
+    assert rooms.rooms_near_floor() == []
+
+    # 40 readers x 5.5 ms = 220 ms a pass: over 200 ms (80 % of 250), so near the floor.
+    seq = await run_room(rooms, clock, until=clock.now + 3.0, window_s=0.1, seq=0)
+    assert [room.article for room in rooms.rooms_near_floor()] == ["a"]
+
+    # 40 x 4.5 ms = 180 ms: the smoothed pass time falls under 200 ms within a few passes.
+    for reader in readers:
+        reader.transport.write_cost_s = 0.0045
+    seq = await run_room(rooms, clock, until=clock.now + 3.0, window_s=0.1, seq=seq)
+    assert rooms.rooms_near_floor() == []
+
+    # Slow again, then quiet: a pass measured more than 2 s ago says nothing about now.
+    for reader in readers:
+        reader.transport.write_cost_s = 0.0055
+    await run_room(rooms, clock, until=clock.now + 3.0, window_s=0.1, seq=seq)
+    assert [room.article for room in rooms.rooms_near_floor()] == ["a"]
+    clock.now += 2.5
+    assert rooms.rooms_near_floor() == []
+    assert small.rooms_near_floor() == []
