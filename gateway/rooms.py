@@ -264,7 +264,7 @@ class RoomRegistry:
         self,
         *,
         write_buffer_high: int = 64 * 1024,
-        chunk: int = 250,
+        chunk: int = 1000,
         encode: Callable[[CountChanged], bytes] | None = None,
         clock: Callable[[], float] = time.monotonic,
         floor: float = SLOWEST_UPDATES_PER_SECOND,

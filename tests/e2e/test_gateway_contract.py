@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from tests.e2e.conftest import EmbeddedService
-from tests.support.clients import Reader, http_json, new_token, wait_all
+from tests.support.clients import Reader, http_get, http_json, new_token, wait_all
 
 
 def status_of(url: str, method: str = "GET") -> int:
@@ -162,11 +162,8 @@ def test_a_full_gateway_is_not_ready_and_refuses_websockets_clearly(tmp_path, lo
 
 
 def readiness(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, orjson.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, orjson.loads(error.read())
+    status, body = http_get(url)
+    return status, orjson.loads(body)
 
 
 async def test_a_room_near_its_cadence_floor_makes_the_gateway_full_until_it_is_not(tmp_path, log_dir):

@@ -3,18 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-import urllib.error
-import urllib.request
 
-from tests.support.clients import Reader, http_json, new_token
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
+from tests.support.clients import Reader, http_get, http_json, new_token
 
 
 def listed_ids(html: str) -> list[str]:
@@ -23,14 +13,14 @@ def listed_ids(html: str) -> list[str]:
 
 async def test_the_list_comes_in_pages_of_as_many_articles_as_one_connection_may_join(embedded):
     await asyncio.to_thread(embedded.register, *(f"extra-{i:02d}" for i in range(20)))
-    _, first = await asyncio.to_thread(get, f"{embedded.base_url}/")
-    _, second = await asyncio.to_thread(get, f"{embedded.base_url}/?page=2")
+    _, first = await asyncio.to_thread(http_get, f"{embedded.base_url}/")
+    _, second = await asyncio.to_thread(http_get, f"{embedded.base_url}/?page=2")
     everything = [a["id"] for a in await asyncio.to_thread(http_json, f"{embedded.base_url}/api/articles")]
     assert len(listed_ids(first)) == 16
     assert listed_ids(first) + listed_ids(second) == everything
     assert 'rel="next" href="/?page=2"' in first and 'rel="prev" href="/?page=1"' in second
-    assert (await asyncio.to_thread(get, f"{embedded.base_url}/?page=3"))[0] == 404
-    assert (await asyncio.to_thread(get, f"{embedded.base_url}/?page=x"))[0] == 404
+    assert (await asyncio.to_thread(http_get, f"{embedded.base_url}/?page=3"))[0] == 404
+    assert (await asyncio.to_thread(http_get, f"{embedded.base_url}/?page=x"))[0] == 404
 
 
 async def test_the_list_shows_each_total_rendered_by_the_server(embedded):
@@ -38,7 +28,7 @@ async def test_the_list_shows_each_total_rendered_by_the_server(embedded):
     await clapper.join("why-logs-win")
     await clapper.clap("why-logs-win", 7, "listed")
     assert await clapper.wait_for(lambda r: r.totals.get("why-logs-win") == 7, 10)
-    _, html = await asyncio.to_thread(get, f"{embedded.base_url}/")
+    _, html = await asyncio.to_thread(http_get, f"{embedded.base_url}/")
     row = re.search(r'<li data-article="why-logs-win"[^>]*data-total="(\d+)"[^>]*>.*?claps-total">(\d+)<', html)
     assert row is not None and row.groups() == ("7", "7")
     await clapper.close()

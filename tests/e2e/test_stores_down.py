@@ -9,28 +9,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from core.messages import ClapRecorded, CountChanged
 from gateway.kafka_adapters import KafkaClapLog
-from tests.support.clients import Reader, new_token
+from tests.support.clients import Reader, http_get, new_token
 from tests.support.inprocess import FailingAppends, InProcessService, SwitchableStore
 from tests.support.processes import free_port
 
 
-def fetch(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
 async def get(url: str) -> tuple[int, str]:
-    return await asyncio.to_thread(fetch, url)
+    return await asyncio.to_thread(http_get, url, 10)
 
 
 async def get_json(url: str) -> tuple[int, dict]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.error
 import urllib.request
 
 import orjson
@@ -14,6 +15,15 @@ def http_json(url: str, method: str = "GET") -> object:
     request = urllib.request.Request(url, method=method)
     with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())
+
+
+def http_get(url: str, timeout_s: float = 5) -> tuple[int, str]:
+    """Status and body of a GET, an error status included (urllib raises on those)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
 
 
 def new_token(base_url: str) -> str:

@@ -25,9 +25,6 @@ class FakeCollector:
         self.calls.append("unfreeze")
         self.frozen = False
 
-    def get_freeze_count(self) -> int:
-        return 0
-
 
 class Clock:
     def __init__(self) -> None:
