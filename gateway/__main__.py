@@ -18,7 +18,7 @@ from pathlib import Path
 from gateway.articles import SEEDED
 from gateway.catalogue import Catalogue, EmbeddedArticles, KafkaCatalogueFeed
 from gateway.config import ADMIN_TOKEN_FILE, GatewayConfig
-from gateway.heap import HeapSteward
+from observability.heap import HeapSteward
 from gateway.server import Gateway
 from observability.logs import setup_logging
 
@@ -80,12 +80,11 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
         )
         await gateway.start()
         stack.push_async_callback(gateway.stop)
-        if config.gc_freeze_every_s > 0:
-            steward = heap_steward(gateway, config)
-            # Not vital: without it CPython's own collector runs, with its longer pauses.
-            heap = asyncio.create_task(steward.run(), name="heap")
-            heap.add_done_callback(_log_heap_end)
-            stack.push_async_callback(_cancel, heap)
+        # Not vital: without it CPython's own collector runs, with its longer pauses. With
+        # CLAP_GC_FREEZE_EVERY_S=0 it only measures CPython's pauses.
+        heap = asyncio.create_task(heap_steward(gateway, config).run(), name="heap")
+        heap.add_done_callback(_log_heap_end)
+        stack.push_async_callback(_cancel, heap)
         log.info("clap service (%s) ready at http://%s:%d/", config.mode, config.host, gateway.port)
         if article_admin is not None:
             where = "CLAP_ADMIN_TOKEN" if os.environ.get("CLAP_ADMIN_TOKEN") else Path(config.data_dir) / ADMIN_TOKEN_FILE

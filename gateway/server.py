@@ -118,7 +118,7 @@ class Metrics:
         self.gc_pause = Histogram("gateway_gc_pause_seconds", "The event loop stopped for one garbage collection "
                                   "(generation 2: a full one)", ["generation"],
                                   buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=self.registry)
-        self.gc_sweeps = Counter("gateway_gc_sweeps", "Full collections of the frozen heap (gateway/heap.py)",
+        self.gc_sweeps = Counter("gateway_gc_sweeps", "Full collections of the frozen heap (observability/heap.py)",
                                  registry=self.registry)
 
 
@@ -204,7 +204,7 @@ class Gateway:
         self.metrics = Metrics()
         self.metrics.max_connections.set(config.max_connections)
         self.readers: set[Reader] = set()
-        self.connections_closed = 0  # ever, here: what the heap steward sweeps after (gateway/heap.py)
+        self.connections_closed = 0  # ever, here: what the heap steward sweeps after (observability/heap.py)
         self._loading: dict[str, asyncio.Task[None]] = {}
         self.outages = Outages()
         # Join answers being prepared, per reader: bounded by the rooms a reader may hold.

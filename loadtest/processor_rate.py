@@ -9,6 +9,7 @@ one per-user record, the worst case for state writes) to fresh topics, starts on
 exact. The first rate includes the worker's start-up (a few seconds), so it is a lower bound;
 the second counts from the worker's Ready (its tables restored, its partitions assigned) to the
 last exact total: the fetching and counting alone.
+It also prints the worker's garbage-collection pauses of the whole run (its /metrics).
 With --profile N, py-spy samples the worker for N seconds once it counts, and the tool prints
 where its time goes.
 """
@@ -17,12 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -86,6 +89,29 @@ def summarize_profile(path: Path) -> list[tuple[str, float]]:
     return sorted(((name, n / total) for name, n in counts.items()), key=lambda item: -item[1]) if total else []
 
 
+def collector_pauses(metrics_text: str) -> dict[str, tuple[int, float]]:
+    """Generation -> (collections, seconds paused in all), from a worker's /metrics page."""
+    found: dict[str, list[float]] = {}
+    for line in metrics_text.splitlines():
+        for suffix, slot in (("_count", 0), ("_sum", 1)):
+            prefix = f"processor_gc_pause_seconds{suffix}{{generation=\""
+            if line.startswith(prefix):
+                generation, _, value = line[len(prefix):].partition('"} ')
+                found.setdefault(generation, [0, 0.0])[slot] = float(value)
+    return {generation: (int(count), seconds) for generation, (count, seconds) in sorted(found.items())}
+
+
+async def read_worker_metrics(port: int) -> str:
+    def get() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    try:
+        return await asyncio.to_thread(get)
+    except OSError as error:
+        return f"# not read: {error!r}"
+
+
 async def delete_run_topics(prefix: str) -> None:
     """This run's topics (backlog, totals, changelogs) go: each run writes hundreds of MB."""
     admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
@@ -137,6 +163,7 @@ async def main(articles: int, users: int, timeout_s: float, profile_s: int) -> i
                 if ready_at is None and "Ready" in log_path.read_text():
                     ready_at = time.monotonic()  # within a poll (0.2 s) of the worker's own Ready
             elapsed = time.monotonic() - started
+            pauses = collector_pauses(await read_worker_metrics(int(env["PROCESSOR_WEB_PORT"])))
         finally:
             if profiler is not None:
                 profiler.wait(profile_s + 30)
@@ -146,8 +173,13 @@ async def main(articles: int, users: int, timeout_s: float, profile_s: int) -> i
             shutil.rmtree(state_dir, ignore_errors=True)
             await delete_run_topics(f"rate-{run}")
     exact = totals == expected
+    # The largest resident set of any child waited for: the worker's (py-spy's is far smaller).
+    peak_rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"exact totals: {exact}; {elapsed:.1f} s from worker start to the last exact total;"
-          f" {events / elapsed:,.0f} clap events/s (worker log: {log_path})")
+          f" {events / elapsed:,.0f} clap events/s; worker peak RSS {peak_rss_mib:,.0f} MiB (worker log: {log_path})")
+    if pauses:
+        print("garbage collection, whole run: " + "; ".join(
+            f"generation {generation}: {count:,} collections, {seconds:.2f} s" for generation, (count, seconds) in pauses.items()))
     if exact and ready_at is not None:
         counting_s = started + elapsed - ready_at
         print(f"counting: {counting_s:.1f} s from the worker's Ready ({ready_at - started:.1f} s after start)"

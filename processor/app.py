@@ -27,6 +27,7 @@ from core.ledger import ArticleTally, UserClaps
 from core.messages import ClapRecorded, CountChanged, CountingStatus
 from core.partitioning import PartitionCache, article_partitioner
 from core.processing import ClapCounter, LogEvent, pause_before_next_batch
+from observability.heap import HeapSteward
 from observability.logs import faust_logging_config
 from processor import metrics
 from processor.bulk_send import TableWriter, send_by_partition
@@ -364,6 +365,28 @@ class HoleRereader:
 
 holes = HoleRereader()
 dropper = DeliveryDropper(config.test_drop_once)
+
+
+@app.task
+async def keep_the_heap() -> None:
+    """Keep CPython's full collections off the worker's long-lived heap (observability/heap.py).
+
+    Not vital: if it stops, CPython's own collector runs on, with its longer pauses. With
+    CLAP_GC_FREEZE_EVERY_S=0 it only measures CPython's pauses.
+    """
+    pauses = {generation: metrics.gc_pause.labels(generation=str(generation)) for generation in (0, 1, 2)}
+    steward = HeapSteward(
+        freeze_every_s=config.gc_freeze_every_s,
+        sweep_every_s=config.gc_sweep_every_s,
+        on_pause=lambda generation, seconds: pauses[generation].observe(seconds),
+        on_sweep=lambda seconds, freed: metrics.gc_sweeps.inc(),
+    )
+    try:
+        await steward.run()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.error("heap steward stopped; CPython's own collector runs from now on", exc_info=True)
 
 
 @app.timer(interval=2.0)

@@ -50,6 +50,11 @@ class ProcessorConfig:
     # A test hook (processor/fault_injection.py): "article:first:count,..." drops those events of
     # an article from the worker's delivery once, as Faust's recovery can; empty in production.
     test_drop_once: str = ""
+    # The long-lived heap out of CPython's full collections (observability/heap.py): frozen this
+    # often (0: CPython's own collector alone) and swept this often. Counting a backlog, CPython
+    # ran a full collection every second, a tenth of the worker's time (docs/BENCHMARKS.md §4.2).
+    gc_freeze_every_s: float = 1.0
+    gc_sweep_every_s: float = 900.0
 
     def __post_init__(self) -> None:
         if self.store not in ("rocksdb", "memory"):
@@ -117,4 +122,6 @@ class ProcessorConfig:
             heartbeat_interval_s=float(env.get("PROCESSOR_HEARTBEAT_INTERVAL_S", cls.heartbeat_interval_s)),
             instance_id=env.get("PROCESSOR_INSTANCE_ID", cls.instance_id),
             test_drop_once=env.get("PROCESSOR_TEST_DROP_ONCE", cls.test_drop_once),
+            gc_freeze_every_s=float(env.get("CLAP_GC_FREEZE_EVERY_S", cls.gc_freeze_every_s)),
+            gc_sweep_every_s=float(env.get("CLAP_GC_SWEEP_EVERY_S", cls.gc_sweep_every_s)),
         )

@@ -7,6 +7,8 @@ several workers on one host need nothing more than their distinct web ports.
 - ``processor_batch_seconds``: time to apply one batch: the pure step, the state write-back and
   Kafka's acknowledgement of every write and total of the batch.
 - ``processor_announcements_total``: totals sent to the fan-out topic.
+- ``processor_gc_pause_seconds{generation}``: how long each garbage collection stopped the
+  worker; ``processor_gc_sweeps_total``: full collections of the frozen heap (observability/heap.py).
 - ``processor_lag{partition}``: clap events in the log past this worker's position, per owned
   partition of the clap topic, refreshed every ``LAG_EVERY_S``.
 """
@@ -41,6 +43,14 @@ catching_up = Gauge(
     "processor_catching_up_partitions", "Owned partitions whose totals are held back until the log is read to its end",
     registry=registry,
 )
+
+# The gateway's buckets: a young collection takes about a millisecond, a full one ~100 ms.
+GC_PAUSE_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+gc_pause = Histogram(
+    "processor_gc_pause_seconds", "The worker stopped for one garbage collection", ["generation"],
+    buckets=GC_PAUSE_BUCKETS_S, registry=registry,
+)
+gc_sweeps = Counter("processor_gc_sweeps", "Full collections of the frozen heap (observability/heap.py)", registry=registry)
 
 
 class BatchClock:

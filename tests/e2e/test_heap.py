@@ -1,4 +1,4 @@
-"""The gateway process's heap steward (gateway/heap.py), seen from outside: /metrics reports every
+"""The gateway process's heap steward (observability/heap.py), seen from outside: /metrics reports every
 collection's pause, and the frozen heap is swept exactly when enough connections have closed."""
 from __future__ import annotations
 

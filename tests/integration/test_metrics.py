@@ -90,6 +90,10 @@ async def test_each_service_counts_exactly_the_claps_sent(real_services, run_id,
         assert value(processor, "processor_catching_up_partitions") == 0
         assert len(values(processor, "processor_lag")) == partitions
         assert all(v == 0 for v in values(processor, "processor_lag").values())
+        # Its heap steward (observability/heap.py) runs: the young collections of its ticks are
+        # timed, and no sweep is due in the first 15 minutes.
+        assert value(processor, "processor_gc_pause_seconds_count", generation="1") >= 1
+        assert value(processor, "processor_gc_sweeps_total") == 0
         # The projector: it consumed every total the processor announced; one article, so each
         # batch with totals wrote exactly one row, timed once.
         announced = value(processor, "processor_announcements_total")

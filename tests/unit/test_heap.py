@@ -1,10 +1,10 @@
-"""The heap steward's policy (gateway/heap.py), against a fake collector and clock."""
+"""The heap steward's policy (observability/heap.py), against a fake collector and clock."""
 from __future__ import annotations
 
 import gc
 from typing import Any
 
-from gateway.heap import HeapSteward
+from observability.heap import HeapSteward
 
 
 class FakeCollector:
@@ -132,4 +132,22 @@ async def test_run_freezes_the_real_heap_and_hands_it_back_when_stopped() -> Non
     await asyncio.gather(task, return_exceptions=True)
     assert frozen > 0  # the objects the test process holds, frozen out of full collections
     assert gc.get_freeze_count() == 0
+    assert heap._time_collection not in gc.callbacks
+
+
+async def test_without_freezing_it_only_reports_cpythons_own_pauses() -> None:
+    import asyncio
+
+    pauses: list[tuple[int, float]] = []
+    heap = HeapSteward(freeze_every_s=0, on_pause=lambda g, s: pauses.append((g, s)))
+    task = asyncio.create_task(heap.run(report_every_s=0.01))
+    await asyncio.sleep(0.02)
+    gc.collect(2)
+    await asyncio.sleep(0.03)
+    frozen = gc.get_freeze_count()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert frozen == 0
+    assert 2 in [generation for generation, _ in pauses]  # the full collection above, timed
+    assert heap.sweeps == 0
     assert heap._time_collection not in gc.callbacks

@@ -1,11 +1,13 @@
-"""The gateway's garbage collector: the long-lived heap frozen out of its scans, swept on our terms.
+"""A service's garbage collector: the long-lived heap frozen out of its scans, swept on our terms.
 
 CPython's cycle collector stops the event loop for a full collection, and a full collection
 visits every container object the process holds. A gateway holds a few hundred per open
 connection, so with 5,000 readers a full collection took 170-320 ms (the gateway's log in a
 `loadtest hot` run at 1,000 claps/s), and CPython ran one whenever a quarter as many objects
 again had outlived two young collections: a few times a minute under clap traffic, each a
-stall that every reader of a hot room saw as a late total (the per-clap p99 of that run).
+stall that every reader of a hot room saw as a late total (the per-clap p99 of that run). A
+processor worker counting a backlog ran one every second, 110-150 ms each: a tenth of its time
+(docs/BENCHMARKS.md §4.2).
 
 ``HeapSteward`` keeps full collections off the long-lived heap. Every ``freeze_every_s`` it
 collects the young generations (the short-lived garbage: cheap) and then freezes what is left
@@ -15,9 +17,10 @@ objects wait. A closed connection leaves such a cycle (its transport's, and the 
 ended it), so a sweep (``gc.unfreeze`` then a full collection) runs once the connections closed
 since the last sweep number as many as are open now (at least ``sweep_after_closed``), or
 ``sweep_every_s`` has passed: a pause as long as before, but once per turnover of the audience
-rather than several times a minute. Every collection's pause is reported (``on_pause``), from
-the steward's tick rather than from inside the collector, where taking a metric's lock could
-deadlock against the very code the collection interrupted.
+rather than several times a minute. A service without connections (the processor) sweeps on
+time alone. Every collection's pause is reported (``on_pause``), from the steward's tick rather
+than from inside the collector, where taking a metric's lock could deadlock against the very
+code the collection interrupted.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-log = logging.getLogger("gateway.heap")
+log = logging.getLogger("heap")
 
 
 class Collector(Protocol):
@@ -42,12 +45,16 @@ class Collector(Protocol):
     def unfreeze(self) -> None: ...
 
 
+def _no_connections() -> int:
+    return 0
+
+
 class HeapSteward:
     def __init__(
         self,
         *,
-        open_connections: Callable[[], int],
-        closed_connections: Callable[[], int],
+        open_connections: Callable[[], int] = _no_connections,
+        closed_connections: Callable[[], int] = _no_connections,
         freeze_every_s: float = 1.0,
         sweep_every_s: float = 900.0,
         sweep_after_closed: int = 1000,
@@ -125,12 +132,17 @@ class HeapSteward:
             self._on_sweep(took, found)
         log.info("heap sweep: %d unreachable objects freed in %.0f ms", found, took * 1000)
 
-    async def run(self) -> None:
+    async def run(self, report_every_s: float = 1.0) -> None:
+        """Freeze and sweep as above; with ``freeze_every_s`` 0, only report CPython's own pauses."""
         self.watch_pauses()
         try:
             while True:
-                self.tick()
-                await asyncio.sleep(self.freeze_every_s)
+                if self.freeze_every_s > 0:
+                    self.tick()
+                    await asyncio.sleep(self.freeze_every_s)
+                else:  # CPython's collector alone, still measured: the pauses freezing would save
+                    self.report_pauses()
+                    await asyncio.sleep(report_every_s)
         finally:
             self.unwatch_pauses()
             self.report_pauses()
