@@ -54,7 +54,7 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
             from gateway.kafka_adapters import KafkaClapLog, KafkaPresenceBus
             from projector.cassandra_store import CassandraCounterStore
 
-            clap_log = KafkaClapLog(config.kafka_bootstrap, config.clap_topic)
+            clap_log = KafkaClapLog(config.kafka_bootstrap, config.clap_topic, max_batch_bytes=config.clap_log_batch_bytes)
             await clap_log.start()
             stack.push_async_callback(clap_log.close)
             store = CassandraCounterStore(

@@ -90,6 +90,9 @@ class GatewayConfig:
     # SQLite's commits, the Cassandra driver) waits for it to hand back a result; CPython's
     # default is 5 ms, a wait every ack and every window's commit would pay behind a busy loop.
     gil_switch_interval_s: float = 0.001
+    # The largest record batch the gateway's Kafka producer sends for one partition per round trip
+    # (gateway/kafka_adapters.py): a hot article's claps all go to one partition.
+    clap_log_batch_bytes: int = 256 * 1024
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> GatewayConfig:
@@ -139,6 +142,7 @@ class GatewayConfig:
                                      if env.get("CLAP_MODE", cls.mode) == "embedded" else cls.fanout_chunk)),
             cadence_floor=float(env.get("CLAP_CADENCE_FLOOR", cls.cadence_floor)),
             gil_switch_interval_s=float(env.get("CLAP_GIL_SWITCH_INTERVAL_S", cls.gil_switch_interval_s)),
+            clap_log_batch_bytes=int(env.get("CLAP_LOG_BATCH_BYTES", cls.clap_log_batch_bytes)),
         )
 
     def with_stored_credentials(self) -> GatewayConfig:

@@ -37,12 +37,14 @@ class KafkaClapLog:
         topic: str,
         *,
         linger_ms: int = 2,
+        max_batch_bytes: int = 256 * 1024,
         request_timeout_ms: int = 5_000,
         reconnect_max_s: float = 10.0,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.linger_ms = linger_ms
+        self.max_batch_bytes = max_batch_bytes
         self.request_timeout_ms = request_timeout_ms
         self.reconnect_max_s = reconnect_max_s
         self._producer: AIOKafkaProducer | None = None
@@ -55,6 +57,11 @@ class KafkaClapLog:
             acks="all",
             enable_idempotence=True,  # a producer retry never writes a clap twice
             linger_ms=self.linger_ms,  # batch concurrent claps into one request
+            # aiokafka sends a partition's next batch only once the last one is acked, so one
+            # article's claps (one partition) get through at one batch per round trip to the
+            # broker. At aiokafka's 16 KiB that is ~100 claps: a hot article's 1,000 claps/s
+            # failed appends whenever a busy broker took over 100 ms to ack (BENCHMARKS §2.4).
+            max_batch_size=self.max_batch_bytes,
             partitioner=article_partitioner,
             # A request to a broker that went away fails within this; the gateway's own bound
             # on an append (gateway.server.APPEND_TIMEOUT_S) holds whatever the client does.
