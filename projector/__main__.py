@@ -15,7 +15,7 @@ async def main(config: ProjectorConfig) -> None:
     metrics.serve(config.metrics_host, config.metrics_port)
     store = CassandraCounterStore(
         config.cassandra_hosts, config.cassandra_port, config.cassandra_keyspace,
-        replication_factor=config.replication_factor,
+        replication_factor=config.replication_factor, user_rows_per_batch=config.user_rows_per_batch,
     )
     await store.start()
     stop = asyncio.Event()

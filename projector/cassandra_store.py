@@ -12,10 +12,16 @@ from collections.abc import Sequence
 
 from cassandra import ConsistencyLevel
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
+from cassandra.query import BatchStatement, BatchType
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 
 from core.messages import CountChanged
 
+# A reader's row lives in its article's partition, so one article's rows go as one unlogged batch:
+# a single-partition batch is one mutation for Cassandra and one request for the driver, where a
+# row each cost both a request (the projector and Cassandra spent over half a core on ~5,000 rows/s
+# in the ingest run, docs/BENCHMARKS.md §4.3). 40 rows stay under Cassandra's 5 KiB batch warning.
+USER_ROWS_PER_BATCH = 40
 SEQ_SPAN = 10**12  # a rebuild (new epoch) always outranks any seq of the epoch before
 
 
@@ -27,8 +33,10 @@ def write_timestamp(epoch: int, seq: int) -> int:
 
 
 class CassandraCounterStore:
-    def __init__(self, hosts: Sequence[str], port: int, keyspace: str, *, replication_factor: int = 1) -> None:
+    def __init__(self, hosts: Sequence[str], port: int, keyspace: str, *, replication_factor: int = 1,
+                 user_rows_per_batch: int = USER_ROWS_PER_BATCH) -> None:
         self.keyspace = keyspace
+        self.user_rows_per_batch = max(1, user_rows_per_batch)
         self.replication_factor = replication_factor
         profile = ExecutionProfile(
             load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
@@ -87,17 +95,31 @@ class CassandraCounterStore:
         await asyncio.gather(*futures)
 
     async def write_user_totals(self, rows) -> None:
-        """Each reader's counted claps on an article, at ``USING TIMESTAMP`` of its log position."""
+        """Each reader's counted claps on an article, at ``USING TIMESTAMP`` of its log position.
+
+        Each row keeps its own timestamp inside the batch, so last-write-wins still orders every
+        row by its position, whatever batch or order it arrives in.
+        """
         assert self._session is not None
-        futures = [
-            _to_asyncio(
-                self._session.execute_async(
-                    self._insert_user, (r.article, r.user, r.total, write_timestamp(r.epoch, r.offset + 1))
-                )
-            )
-            for r in rows
-        ]
+        by_article: dict[str, list] = {}
+        for row in rows:
+            by_article.setdefault(row.article, []).append(row)
+        futures = []
+        for article_rows in by_article.values():
+            for start in range(0, len(article_rows), self.user_rows_per_batch):
+                chunk = article_rows[start:start + self.user_rows_per_batch]
+                if len(chunk) == 1:
+                    statement = self._insert_user.bind(self._user_row(chunk[0]))
+                else:
+                    statement = BatchStatement(batch_type=BatchType.UNLOGGED)
+                    for row in chunk:
+                        statement.add(self._insert_user, self._user_row(row))
+                futures.append(_to_asyncio(self._session.execute_async(statement)))
         await asyncio.gather(*futures)
+
+    @staticmethod
+    def _user_row(row) -> tuple:
+        return (row.article, row.user, row.total, write_timestamp(row.epoch, row.offset + 1))
 
     async def read(self, article: str) -> CountChanged | None:
         assert self._session is not None

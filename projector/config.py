@@ -5,6 +5,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from projector.cassandra_store import USER_ROWS_PER_BATCH
+
 
 @dataclass(frozen=True)
 class ProjectorConfig:
@@ -16,6 +18,9 @@ class ProjectorConfig:
     cassandra_keyspace: str = "claps"
     replication_factor: int = 1
     max_batch: int = 5000
+    # One article's reader rows per Cassandra batch (projector/cassandra_store.py); 1 writes a
+    # request per row.
+    user_rows_per_batch: int = USER_ROWS_PER_BATCH
     # The processor's app prefix: its per-user changelogs (one per epoch) carry each reader's
     # counted claps, which the projector stores for the join answer's "mine".
     processor_app_prefix: str = "clap-processor"
@@ -47,4 +52,5 @@ class ProjectorConfig:
             metrics_host=env.get("PROJECTOR_METRICS_HOST", cls.metrics_host),
             metrics_port=int(env.get("PROJECTOR_METRICS_PORT", cls.metrics_port)),
             log_format=env.get("LOG_FORMAT", cls.log_format),
+            user_rows_per_batch=int(env.get("PROJECTOR_USER_ROWS_PER_BATCH", cls.user_rows_per_batch)),
         )
