@@ -29,13 +29,6 @@ class KafkaClapLog:
 
     A gateway must serve readers while Kafka is away, so a failed start does not stop it:
     the producer keeps reconnecting in the background and appends fail at once meanwhile.
-
-    Appends are sent as record batches of our own, one partition at a time: while a partition's
-    batch is on its way, its next claps wait here and go together as the next batch once Kafka
-    has acked it (aiokafka would send them one batch per round trip too, see ``max_batch_bytes``).
-    An append is a future resolved with its offset (the batch's base offset + its place in it):
-    no task, no coroutine and none of aiokafka's per-message machinery per clap, which took a
-    tenth more gateway CPU per acked clap (docs/BENCHMARKS.md §4.4).
     """
 
     def __init__(
@@ -43,33 +36,33 @@ class KafkaClapLog:
         bootstrap: str,
         topic: str,
         *,
+        linger_ms: int = 2,
         max_batch_bytes: int = 256 * 1024,
         request_timeout_ms: int = 5_000,
         reconnect_max_s: float = 10.0,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
+        self.linger_ms = linger_ms
         self.max_batch_bytes = max_batch_bytes
         self.request_timeout_ms = request_timeout_ms
         self.reconnect_max_s = reconnect_max_s
         self._producer: AIOKafkaProducer | None = None
-        self._partitions = 0
         self._connecting: asyncio.Task[None] | None = None
         self._last_error: BaseException | None = None
-        # partition -> (key, value, the append's future) waiting for the partition's next batch
-        self._waiting: dict[int, list[tuple[bytes, bytes, asyncio.Future[int]]]] = {}
-        self._senders: dict[int, asyncio.Task[None]] = {}
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             acks="all",
             enable_idempotence=True,  # a producer retry never writes a clap twice
+            linger_ms=self.linger_ms,  # batch concurrent claps into one request
             # aiokafka sends a partition's next batch only once the last one is acked, so one
             # article's claps (one partition) get through at one batch per round trip to the
             # broker. At aiokafka's 16 KiB that is ~100 claps: a hot article's 1,000 claps/s
             # failed appends whenever a busy broker took over 100 ms to ack (BENCHMARKS §2.4).
             max_batch_size=self.max_batch_bytes,
+            partitioner=article_partitioner,
             # A request to a broker that went away fails within this; the gateway's own bound
             # on an append (gateway.server.APPEND_TIMEOUT_S) holds whatever the client does.
             request_timeout_ms=self.request_timeout_ms,
@@ -84,14 +77,11 @@ class KafkaClapLog:
         producer = self._new_producer()
         try:
             await producer.start()
-            # The processor's partitioner over the topic's partitions (the count never changes).
-            partitions = len(await producer.partitions_for(self.topic))
         except Exception as error:  # KafkaConnectionError and kin: no broker answered
             self._last_error = error
             log.warning("clap log: Kafka at %s not reachable (%r); claps are refused until it is", self.bootstrap, error)
             await producer.stop()
             return False
-        self._partitions = partitions
         self._producer = producer
         return True
 
@@ -102,81 +92,18 @@ class KafkaClapLog:
             delay = min(delay * 2, self.reconnect_max_s)
         log.info("clap log: connected to Kafka at %s", self.bootstrap)
 
-    def append(self, clap: ClapRecorded) -> asyncio.Future[int]:
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    async def append(self, clap: ClapRecorded) -> int:
         if self._producer is None:
-            done.set_exception(ClapLogUnavailable(f"not connected to Kafka at {self.bootstrap}: {self._last_error!r}"))
-            return done
-        key = clap.article.encode()
-        partition = partition_for_key(key, self._partitions)
-        self._waiting.setdefault(partition, []).append((key, clap.to_json(), done))
-        if partition not in self._senders:
-            # Runs from the loop's next turn: the claps read in this one go in its first batch.
-            self._senders[partition] = asyncio.create_task(self._send(self._producer, partition))
-        return done
-
-    async def _send(self, producer: AIOKafkaProducer, partition: int) -> None:
-        """Send a partition's waiting claps, a record batch at a time, until none wait."""
-        try:
-            while queued := self._waiting.pop(partition, None):
-                while queued:
-                    sent, queued = await self._send_batch(producer, partition, queued)
-                    if not sent:  # the batch failed: so do the claps behind it, the caller retries
-                        queued += self._waiting.pop(partition, [])
-                        _fail(queued, ClapLogUnavailable(f"the clap log refused an earlier batch of partition {partition}"))
-                        return
-        finally:
-            del self._senders[partition]
-
-    async def _send_batch(self, producer: AIOKafkaProducer, partition: int, queued: list) -> tuple[bool, list]:
-        """Send the first record batch's worth of ``queued``; resolve its appends; return the rest.
-
-        An append the gateway gave up on (past its deadline, answered `unavailable`) is not sent.
-        """
-        queued = [entry for entry in queued if not entry[2].done()]
-        batch, rest = queued, []
-        if not queued:
-            return True, rest
-        try:
-            builder = producer.create_batch()
-            taken = 0
-            for key, value, _ in queued:
-                if builder.append(key=key, value=value, timestamp=None) is None:
-                    break
-                taken += 1
-            if taken == 0:  # cannot happen for a valid clap (a few hundred bytes at most)
-                raise ValueError("a clap event larger than a record batch")
-            batch, rest = queued[:taken], queued[taken:]
-            builder.close()  # nothing else may join it: the offsets are its base + index
-            delivery = await producer.send_batch(builder, self.topic, partition=partition)
-            metadata = await delivery
-        except Exception as error:  # noqa: BLE001 - every append of the batch hears it
-            _fail(batch, error)
-            return False, queued[len(batch):]
-        for index, (_, _, done) in enumerate(batch):
-            if not done.done():  # an append past its deadline was cancelled by the gateway
-                done.set_result(metadata.offset + index)
-        return True, rest
+            raise ClapLogUnavailable(f"not connected to Kafka at {self.bootstrap}: {self._last_error!r}")
+        delivery = await self._producer.send(self.topic, clap.to_json(), key=clap.article.encode())
+        return (await delivery).offset
 
     async def close(self) -> None:
         if self._connecting is not None:
             self._connecting.cancel()
             await asyncio.gather(self._connecting, return_exceptions=True)
-        senders = list(self._senders.values())
-        for task in senders:
-            task.cancel()
-        await asyncio.gather(*senders, return_exceptions=True)
-        for queued in self._waiting.values():
-            _fail(queued, ClapLogUnavailable("the clap log closed"))
-        self._waiting.clear()
         if self._producer is not None:
             await self._producer.stop()
-
-
-def _fail(queued: list, error: BaseException) -> None:
-    for _, _, done in queued:
-        if not done.done():
-            done.set_exception(error)
 
 
 def newest_records(batches) -> list[CountChanged | CountingStatus]:
