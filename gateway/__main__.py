@@ -18,8 +18,8 @@ from pathlib import Path
 from gateway.articles import SEEDED
 from gateway.catalogue import Catalogue, EmbeddedArticles, KafkaCatalogueFeed
 from gateway.config import ADMIN_TOKEN_FILE, GatewayConfig
-from observability.heap import HeapSteward
 from gateway.server import Gateway
+from observability.heap import HeapSteward
 from observability.logs import setup_logging
 
 log = logging.getLogger("gateway")

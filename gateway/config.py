@@ -73,8 +73,8 @@ class GatewayConfig:
     # A store read that has not answered within this counts as a failure (see /readyz).
     store_timeout_s: float = 5.0
     # The heap out of CPython's full collections (observability/heap.py): frozen this often (0:
-    # CPython's own collector alone, its pauses still in /metrics); swept once as many connections closed as are open (at least this many),
-    # and at least this often.
+    # CPython's own collector alone, its pauses still in /metrics); swept once as many connections
+    # closed as are open (at least this many), and at least this often.
     gc_freeze_every_s: float = 1.0
     gc_sweep_after_closed: int = 1000
     gc_sweep_every_s: float = 900.0

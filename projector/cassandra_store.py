@@ -12,15 +12,16 @@ from collections.abc import Sequence
 
 from cassandra import ConsistencyLevel
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
-from cassandra.query import BatchStatement, BatchType
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.query import BatchStatement, BatchType
 
 from core.messages import CountChanged
 
 # A reader's row lives in its article's partition, so one article's rows go as one unlogged batch:
-# a single-partition batch is one mutation for Cassandra and one request for the driver, where a
-# row each cost both a request (the projector and Cassandra spent over half a core on ~5,000 rows/s
-# in the ingest run, docs/BENCHMARKS.md §4.3). 40 rows stay under Cassandra's 5 KiB batch warning.
+# a single-partition batch is one mutation for Cassandra and one request for the driver, instead
+# of one of each per row (the projector and Cassandra took 0.56 core at 5,000 clap events/s with a
+# request per row, 0.45 with batches: docs/BENCHMARKS.md §4.3). 40 rows of the longest ids (64
+# characters) make about 5 KiB, Cassandra's batch warning, a tenth of its 50 KiB limit.
 USER_ROWS_PER_BATCH = 40
 SEQ_SPAN = 10**12  # a rebuild (new epoch) always outranks any seq of the epoch before
 
