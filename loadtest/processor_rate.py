@@ -31,6 +31,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from core.messages import ClapRecorded, CountChanged, decode_fan_out
 from gateway.kafka_adapters import article_partitioner
@@ -92,12 +93,13 @@ def summarize_profile(path: Path) -> list[tuple[str, float]]:
 def collector_pauses(metrics_text: str) -> dict[str, tuple[int, float]]:
     """Generation -> (collections, seconds paused in all), from a worker's /metrics page."""
     found: dict[str, list[float]] = {}
-    for line in metrics_text.splitlines():
-        for suffix, slot in (("_count", 0), ("_sum", 1)):
-            prefix = f"processor_gc_pause_seconds{suffix}{{generation=\""
-            if line.startswith(prefix):
-                generation, _, value = line[len(prefix):].partition('"} ')
-                found.setdefault(generation, [0, 0.0])[slot] = float(value)
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "processor_gc_pause_seconds":
+            continue
+        for sample in family.samples:
+            slot = {"processor_gc_pause_seconds_count": 0, "processor_gc_pause_seconds_sum": 1}.get(sample.name)
+            if slot is not None:
+                found.setdefault(sample.labels["generation"], [0, 0.0])[slot] = sample.value
     return {generation: (int(count), seconds) for generation, (count, seconds) in sorted(found.items())}
 
 
