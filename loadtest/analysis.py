@@ -162,6 +162,22 @@ def summarize_ledger(ledger: Ledger, start: float, end: float) -> dict[str, Any]
     }
 
 
+def settled_at(polls: list[tuple[float, Any, bool]]) -> float | None:
+    """When the totals reached their final values: the time of the first poll from which every
+    poll saw the last poll's totals with no reader behind. ``polls``: (time the poll's reads had
+    all returned, what it read, whether a reader was behind), in order. Totals only grow, so the
+    first poll that sees the final ones is when they arrived, to within one poll."""
+    if not polls or polls[-1][2]:
+        return None
+    final = polls[-1][1]
+    seen = polls[-1][0]
+    for at, totals, behind in reversed(polls):
+        if totals != final or behind:
+            break
+        seen = at
+    return seen
+
+
 def check_totals(ledger: Ledger, finals: dict[str, int], initial: dict[str, int]) -> dict[str, Any]:
     """Compare each article's final total with what the acks say it must be (50 cap per user)."""
     exact = within = outside = 0

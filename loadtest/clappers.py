@@ -1,11 +1,15 @@
 """Clappers: people tapping the clap button, with the client-side batching a real page does.
 
-A clapper taps at its own rate (``click_rate`` ± 50%), and every ``batch_ms`` sends what it
-tapped since as one ``clap`` message with ``count=k`` and a fresh id. The service caps a user at
+A clapper taps at its own rate (``click_rate`` ± 50%, scaled so that all of them together tap
+exactly ``rate``), and every ``batch_ms`` sends what it tapped since as one ``clap`` message with
+``count=k`` and a fresh id. The service caps a user at
 50 claps per article, so a clapper gives an article 50 taps (some ``overclap_share`` of them
 tap on past 50, to check the cap), moves to its next article, and after
 ``articles_per_session`` articles takes a new session (a new user). ``rate / click_rate``
-clappers tap at once, so the offered rate is ``rate`` clap events per second.
+clappers tap at once, so the offered rate is ``rate`` clap events per second. A clapper owes taps
+by the clock from its first tap on, across articles and sessions: the time it spends opening its
+next session is made up at the next send, not lost from the offered rate (up to
+``MAKE_UP_S`` of it).
 
 Every clap message is accounted for: acked (durably logged), refused (error code), or unknown
 (no answer before the run ended). What the final totals must be follows from the acks:
@@ -24,6 +28,7 @@ with the orchestrator's sampling.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import math
 import multiprocessing
@@ -44,6 +49,10 @@ from loadtest.plans import Target
 from loadtest.stats import Histogram, bucket_of
 
 USER_CAP = 50
+# The longest stretch of missed taps a clapper makes up at once (a slow connect, a gateway that
+# refused its session); longer outages lower the offered rate, as they would for real users. Half a
+# second at 15 taps/s stays within the gateway's 8 claps in flight per connection.
+MAKE_UP_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,19 @@ class ClapPlan:
 
     def clappers_of(self, process: int) -> range:
         return range(process, self.clappers, self.processes)
+
+    def clapper_rng(self, index: int) -> random.Random:
+        return random.Random(self.seed * 7919 + index)
+
+    @functools.cached_property
+    def _jitters(self) -> tuple[float, ...]:
+        # Each clapper's rng gives its jitter first (Clapper draws it again, keeping its sequence).
+        return tuple(self.clapper_rng(i).uniform(0.5, 1.5) for i in range(self.clappers))
+
+    def click_rate_of(self, index: int) -> float:
+        """Clapper ``index``'s taps per second: ``click_rate`` ± 50%, the sum over clappers ``rate``."""
+        jitters = self._jitters
+        return self.rate * jitters[index] / sum(jitters)
 
 
 @dataclass
@@ -200,13 +222,17 @@ class Clapper:
         self.index = index
         self.ledger = ledger
         self.end_at = end_at
-        self.rng = random.Random(plan.seed * 7919 + index)
-        self.click_rate = plan.click_rate * self.rng.uniform(0.5, 1.5)
+        self.rng = plan.clapper_rng(index)
+        self.rng.uniform(0.5, 1.5)  # the jitter in plan.click_rate_of(index)
+        self.click_rate = plan.click_rate_of(index)
         self.sessions = 0
+        self.owed = 0.0  # taps due by the clock and not sent yet
+        self.owed_since = 0.0
 
     async def run(self) -> None:
         # Spread the first taps over one interval so the clappers do not send in lockstep.
         await asyncio.sleep(self.rng.uniform(0, self.plan.send_interval_s))
+        self.owed_since = time.time()
         closing: set[asyncio.Task[None]] = set()
         while time.time() < self.end_at:
             target = self.plan.targets[(self.index + self.sessions) % len(self.plan.targets)]
@@ -257,19 +283,18 @@ class Clapper:
         overclap = self.rng.random() < self.plan.overclap_share
         taps_left = self.plan.overclap_taps if overclap else self.plan.taps_per_article
         interval = self.plan.send_interval_s
-        accumulated = 0.0
-        last = time.time()
+        most_owed = max(1.0, MAKE_UP_S * self.click_rate)
         while taps_left > 0:
             await asyncio.sleep(interval)
             now = time.time()
             if now >= self.end_at:
                 return
             # Taps made since the last send, by the real elapsed time so a late timer loses none.
-            accumulated += (now - last) * self.click_rate
-            last = now
-            count = min(int(accumulated), taps_left, 50)
+            self.owed = min(most_owed, self.owed + (now - self.owed_since) * self.click_rate)
+            self.owed_since = now
+            count = min(int(self.owed), taps_left, 50)
             if count:
-                accumulated -= count
+                self.owed -= count
                 taps_left -= count
                 if self.plan.one_per_message:
                     for _ in range(count):

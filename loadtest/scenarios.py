@@ -31,6 +31,11 @@ from loadtest.services import (EMBEDDED_ADMIN_TOKEN, ManagedProcess, publish_art
 
 DEFAULT_SOURCE_IPS = 8
 CLAP_TAIL_S = 2.0
+# After the clappers stop, the totals are read this often until they have held still this long;
+# the articles of the run are read from the start if there are no more than this many of them.
+SETTLE_POLL_S = 0.1
+SETTLE_STILL_S = 1.0
+SETTLE_WATCHED_MOST = 200
 
 
 @dataclass
@@ -266,8 +271,9 @@ class Run:
             ramp = 2 * o.batch_ms / 1000
             start, end, profile = await self._mark_window(fleet, plan.start_at + ramp, o.duration_s - ramp)
             room_metrics = await gateway_room_metrics(targets) if o.scenario == "hot" else {}
-            ledger = await clappers.result()
-            convergence, finals = await self.settle(fleet, targets, ledger, end, independent)
+            watched = articles if len(articles) <= SETTLE_WATCHED_MOST else []
+            ledger, convergence, finals = await self.settle(fleet, targets, clappers.result(), watched, end,
+                                                            independent)
             out = {
                 "start": start, "end": end,
                 "other_processes_busy": self.noise[-1] if self.noise else [],
@@ -328,32 +334,54 @@ class Run:
             totals[article] = totals.get(article, 0) + total
         return totals
 
-    async def settle(self, fleet: ReaderFleet | None, targets: list[Target], ledger: Ledger, end: float,
-                     independent: bool) -> tuple[dict[str, Any], dict[str, int]]:
-        """Wait until the totals stop moving and every reader shows its gateway's total."""
-        articles = sorted(ledger.tapped)
+    async def settle(self, fleet: ReaderFleet | None, targets: list[Target], ledger: Awaitable[Ledger],
+                     watched: list[str], end: float, independent: bool
+                     ) -> tuple[Ledger, dict[str, Any], dict[str, int]]:
+        """Read the totals from the end of the window on until they stop moving and every reader
+        shows its gateway's total; returns the clappers' ledger, how the totals converged and
+        the final totals.
+
+        The totals are read every ``SETTLE_POLL_S`` from ``end`` while the clappers finish
+        (``watched``: the articles to read until the ledger says which were tapped), so that
+        ``settle_seconds_after_end`` is when they reached their final values (to within one
+        read of them all), and ``confirmed_seconds_after_end`` when they had held still for
+        ``SETTLE_STILL_S``: that is when this method returns.
+        """
         deadline = time.monotonic() + self.options.settle_timeout_s
-        previous: dict[tuple[int, str], int] | None = None
+        books = asyncio.ensure_future(ledger)
+        polls: list[tuple[float, dict[tuple[int, str], int], bool]] = []
+        articles, tapped = watched, None
         convergence: dict[str, Any] = {}
+        stable = False
         while True:
+            if tapped is None and books.done():
+                tapped = sorted(books.result().tapped)
+                if not set(tapped) <= set(watched):
+                    articles = tapped
+                    polls.clear()  # other articles: what was read before says nothing of these
             per_target = await self._totals_per_target(targets, articles)
             if fleet is not None:
                 convergence = await fleet.convergence(per_target)
-            stable = per_target == previous and not convergence.get("behind")
+            polls.append((time.time(), per_target, bool(convergence.get("behind"))))
+            still_since = analysis.settled_at(polls)
+            stable = (tapped is not None and still_since is not None
+                      and polls[-1][0] - still_since >= SETTLE_STILL_S)
             if stable or time.monotonic() > deadline:
                 break
-            previous = per_target
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(SETTLE_POLL_S)
         convergence["converged"] = bool(stable)
         # Lost = readers that did not end on their gateway's final total (or were dropped before
         # the end). Skipped seqs are reported apart: conflating to the newest absolute total is
         # by design and loses no claps.
         if fleet is not None:
             convergence["lost_readers"] = int(convergence.get("behind") or 0)
-        convergence["settle_seconds_after_end"] = round(time.time() - end, 2)
-        finals = await self.read_totals(targets, articles, independent)
+        reached = analysis.settled_at(polls) if stable else None
+        convergence["settle_seconds_after_end"] = round((reached if reached is not None else time.time()) - end, 2)
+        convergence["confirmed_seconds_after_end"] = round(time.time() - end, 2)
+        convergence["settle_reads"] = len(polls)
+        finals = await self.read_totals(targets, tapped if tapped is not None else articles, independent)
         say(f"settled: {convergence}")
-        return convergence, finals
+        return await books, convergence, finals
 
     async def _totals_per_target(self, targets: list[Target], articles: list[str]) -> dict[tuple[int, str], int]:
         slots = asyncio.Semaphore(16)

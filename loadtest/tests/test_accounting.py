@@ -1,12 +1,15 @@
 """Percentiles, article assignment and the acks-versus-totals arithmetic."""
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from collections import Counter
 
-from loadtest.analysis import check_totals, per_reader_rates
+from loadtest.analysis import check_totals, per_reader_rates, settled_at
 from loadtest.articles import ArticleMix
-from loadtest.clappers import Ledger, Session
+from loadtest.clappers import Clapper, ClapPlan, Ledger, Session
+from loadtest.plans import Target
 from loadtest.stats import bucket_of, bucket_value_us, percentiles_ms, seconds_within
 
 
@@ -62,3 +65,43 @@ def test_cap_and_unanswered_bounds() -> None:
 def test_per_reader_rates_between_marks() -> None:
     results = [{"marks": [("start", 100.0, [0, 5]), ("end", 110.0, [100, 5])]}]
     assert per_reader_rates(results) == [10.0, 0.0]
+
+
+def test_clappers_together_offer_exactly_the_planned_rate() -> None:
+    target = Target("127.0.0.1", 1)
+    for rate, click_rate in ((5000.0, 10.0), (1000.0, 8.0), (37.0, 20.0)):
+        plan = ClapPlan((target,), ArticleMix("r"), rate=rate, duration_s=1.0, click_rate=click_rate)
+        rates = [plan.click_rate_of(i) for i in range(plan.clappers)]
+        assert abs(sum(rates) - rate) < 1e-6
+        assert min(rates) >= 0.5 * click_rate * 0.9 and max(rates) <= 1.5 * click_rate * 1.1  # still jittered
+        assert len(set(rates)) == len(rates)
+
+
+async def test_a_clapper_makes_up_the_taps_missed_between_articles() -> None:
+    """Time spent between articles (a new session's connect) is owed and sent, not lost."""
+    plan = ClapPlan((Target("127.0.0.1", 1),), ArticleMix("r"), rate=40.0, duration_s=10.0, click_rate=40.0,
+                    one_per_message=True, taps_per_article=12, overclap_share=0.0)
+    clapper = Clapper(plan, 0, Ledger(), end_at=time.time() + 10.0)
+    sent: list[float] = []
+
+    class Recorder:
+        async def clap(self, article: str, count: int) -> None:
+            sent.append(time.time())
+
+    clapper.owed_since = began = time.time()
+    await clapper._tap_article(Recorder(), "a")  # type: ignore[arg-type]
+    await asyncio.sleep(0.3)  # about 12 taps' time with nothing sent
+    await clapper._tap_article(Recorder(), "b")  # type: ignore[arg-type]
+    assert len(sent) == 24
+    owed_by_the_clock = (sent[-1] - began) * plan.click_rate_of(0)
+    assert owed_by_the_clock - 1 <= len(sent) + clapper.owed <= owed_by_the_clock + 1e-6
+
+
+def test_the_totals_settled_when_the_first_read_saw_the_final_ones() -> None:
+    polls = [(10.0, {"a": 1}, False), (10.1, {"a": 5}, False), (10.2, {"a": 7}, True),
+             (10.3, {"a": 7}, False), (10.4, {"a": 7}, False)]
+    assert settled_at(polls) == 10.3  # 10.2 had the totals but a reader was still behind
+    assert settled_at(polls[:2]) == 10.1
+    assert settled_at(polls[:3]) is None  # the newest read still has a reader behind
+    assert settled_at([]) is None
+    assert settled_at([(1.0, {"a": 3}, False), (1.1, {"a": 4}, False), (1.2, {"a": 3}, False)]) == 1.2
