@@ -142,6 +142,7 @@ app = DirectDeliveryApp(
     web_port=config.web_port,
     consumer_auto_offset_reset="earliest",
     stream_wait_empty=True,
+    stream_buffer_maxsize=config.stream_buffer,
     logging_config=faust_logging_config("processor", config.log_format),
 )
 

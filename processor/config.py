@@ -21,6 +21,11 @@ class ProcessorConfig:
     # period near the window (measured: ~10-15 ms of processing per batch under load).
     batch_wait_ms: int | None = None
     max_batch: int = 10_000
+    # Events fetched ahead of the agent, per stream: two batches. Faust's default, 4,096, is less
+    # than one: counting a backlog, the buffer filled while a batch was applied, and the fetch
+    # loop then handed over every further event through a task and an asyncio.wait of its own
+    # (1.19x the events/s with 20,000, docs/BENCHMARKS.md §4.5). Fetching pauses at 80 % of it.
+    stream_buffer: int = 20_000
     epoch: int = 1
     app_prefix: str = "clap-processor"
     web_host: str = "127.0.0.1"
@@ -110,6 +115,7 @@ class ProcessorConfig:
             window_ms=int(env.get("CLAP_WINDOW_MS", cls.window_ms)),
             batch_wait_ms=int(env["PROCESSOR_BATCH_WAIT_MS"]) if "PROCESSOR_BATCH_WAIT_MS" in env else None,
             max_batch=int(env.get("PROCESSOR_MAX_BATCH", cls.max_batch)),
+            stream_buffer=int(env.get("PROCESSOR_STREAM_BUFFER", cls.stream_buffer)),
             epoch=int(env.get("CLAP_EPOCH", cls.epoch)),
             app_prefix=env.get("PROCESSOR_APP_PREFIX", cls.app_prefix),
             web_host=env.get("PROCESSOR_WEB_HOST", cls.web_host),

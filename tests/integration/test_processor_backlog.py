@@ -23,6 +23,8 @@ BOOTSTRAP = "127.0.0.1:9092"
 # full once the backlog is written, however fast the workers count meanwhile (40,000 was not
 # enough once the heap steward made a worker 1.14-1.42x as fast: 15,864 claps were left once).
 ARTICLES, USERS = 40, 3000
+# Faust's default, smaller than the workers' own (processor/config.py), so that the buffers are
+# certainly full: the fetch loop then waits on each delivery, which is the case under test.
 STREAM_BUFFER = 4096
 
 
@@ -63,7 +65,8 @@ async def test_a_rebalance_while_the_stream_buffer_is_full_counts_every_clap_onc
     totals = Totals(env["COUNTS_TOPIC"])
     await totals.consumer.start()
     try:
-        workers = [start_processor(pipeline, f"backlog-worker-{n}", log_dir, PROCESSOR_INSTANCE_ID=f"backlog-{n}")
+        workers = [start_processor(pipeline, f"backlog-worker-{n}", log_dir, PROCESSOR_INSTANCE_ID=f"backlog-{n}",
+                                   PROCESSOR_STREAM_BUFFER=str(STREAM_BUFFER))
                    for n in (1, 2)]
         for worker in workers:
             await asyncio.to_thread(worker.wait_for_log, "Ready", 90)
