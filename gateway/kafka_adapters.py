@@ -9,15 +9,10 @@ from collections.abc import AsyncIterator, Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from core.messages import ClapRecorded, CountChanged, CountingStatus, decode_fan_out, newest_per_article
-from core.partitioning import partition_for_key
+from core.partitioning import CachedPartitioner
 from core.presence import PresenceReport
 
 log = logging.getLogger(__name__)
-
-
-def article_partitioner(key: bytes, all_partitions: list[int], available: list[int]) -> int:
-    """aiokafka partitioner: the processor's, so state keys and claps share a partition."""
-    return all_partitions[partition_for_key(key, len(all_partitions))]
 
 
 class ClapLogUnavailable(ConnectionError):
@@ -62,7 +57,7 @@ class KafkaClapLog:
             # broker. At aiokafka's 16 KiB that is ~100 claps: a hot article's 1,000 claps/s
             # failed appends whenever a busy broker took over 100 ms to ack (BENCHMARKS §2.4).
             max_batch_size=self.max_batch_bytes,
-            partitioner=article_partitioner,
+            partitioner=CachedPartitioner(),  # the processor's: claps share a partition with its state
             # A request to a broker that went away fails within this; the gateway's own bound
             # on an append (gateway.server.APPEND_TIMEOUT_S) holds whatever the client does.
             request_timeout_ms=self.request_timeout_ms,
@@ -145,7 +140,7 @@ class KafkaCountFeed:
     async def publish(self, updates: Sequence[CountChanged | CountingStatus]) -> None:
         if self._producer is None:
             self._producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, partitioner=article_partitioner
+                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, partitioner=CachedPartitioner()
             )
             await self._producer.start()
         sent = []

@@ -19,8 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from core.ledger import MAX_CLAPS_PER_USER
 from core.messages import ClapRecorded, CountChanged, decode_fan_out
-from core.partitioning import partition_for_key
-from gateway.kafka_adapters import article_partitioner
+from core.partitioning import article_partitioner, partition_for_key
 from processor.config import ProcessorConfig
 from processor.state_store import CRASH_AFTER_LOCAL_WRITE_ENV
 from processor.topics import ensure_topics

@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.identity import issue_token, verify_token
-from core.partitioning import PartitionCache, murmur2, partition_for_key
+from core.partitioning import CachedPartitioner, PartitionCache, article_partitioner, murmur2, partition_for_key
 from core.ratelimit import TokenBucket
 
 SECRET = b"test-secret"
@@ -50,3 +50,12 @@ def test_the_partition_cache_agrees_with_the_hash_and_stays_bounded():
     for key in keys + keys:
         assert cache(key) == partition_for_key(key, 12)
     assert len(cache.known) <= 3
+
+
+def test_the_cached_partitioner_is_the_partitioner_for_any_partition_list():
+    cached = CachedPartitioner()
+    keys = [f"art{i}:u{j}".encode() for i in range(20) for j in range(3)] + [b"art1", b"plain"]
+    for partitions in ([0, 1, 2], list(range(12)), [5, 7, 9, 11], list(range(12))):
+        for key in keys + keys:
+            assert cached(key, partitions, partitions) == article_partitioner(key, partitions, partitions)
+    assert sorted(cached.caches) == [3, 4, 12]
