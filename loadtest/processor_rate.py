@@ -34,7 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.messages import ClapRecorded, CountChanged, decode_fan_out
-from gateway.kafka_adapters import article_partitioner
+from core.partitioning import article_partitioner
 from processor.config import ProcessorConfig
 from processor.topics import ensure_topics
 

@@ -49,7 +49,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from core.messages import ClapRecorded, CountChanged, decode_fan_out
 from core.partitioning import partition_for_key
-from gateway.kafka_adapters import article_partitioner
+from core.partitioning import article_partitioner
 from processor.config import ProcessorConfig
 from processor.topics import ensure_topics
 
