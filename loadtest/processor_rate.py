@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.ledger import MAX_CLAPS_PER_USER
 from core.messages import ClapRecorded, CountChanged, decode_fan_out
 from core.partitioning import article_partitioner
 from processor.config import ProcessorConfig
@@ -59,19 +60,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def produce_backlog(topic: str, articles: int, users: int) -> dict[str, int]:
+async def produce_backlog(topic: str, articles: int, users: int, claps_per_user: int = 1) -> dict[str, int]:
+    """Every user claps on every article: once with a count of 1 to 5, or ``claps_per_user``
+    times with a count of 1, round after round, as readers who tap again and again do."""
     producer = AIOKafkaProducer(
         bootstrap_servers=BOOTSTRAP, linger_ms=5, partitioner=article_partitioner, acks="all", enable_idempotence=True
     )
     await producer.start()
     expected: dict[str, int] = {}
     sends = []
-    for user in range(users):
-        for index in range(articles):
-            article, count = f"art{index}", 1 + (user + index) % 5
-            expected[article] = expected.get(article, 0) + count
-            clap = ClapRecorded(article, f"u{user}", count, f"{user}-{index}", 0)
-            sends.append(await producer.send(topic, clap.to_json(), key=article.encode()))
+    for round_ in range(claps_per_user):
+        for user in range(users):
+            for index in range(articles):
+                article = f"art{index}"
+                count = 1 + (user + index) % 5 if claps_per_user == 1 else 1
+                if round_ < MAX_CLAPS_PER_USER:
+                    expected[article] = expected.get(article, 0) + count
+                clap_id = f"{user}-{index}" if claps_per_user == 1 else f"{user}-{index}-{round_}"
+                clap = ClapRecorded(article, f"u{user}", count, clap_id, 0)
+                sends.append(await producer.send(topic, clap.to_json(), key=article.encode()))
     await asyncio.gather(*sends)
     await producer.stop()
     return expected
@@ -124,14 +131,14 @@ async def delete_run_topics(prefix: str) -> None:
         await admin.close()
 
 
-async def main(articles: int, users: int, timeout_s: float, profile_s: int) -> int:
+async def main(articles: int, users: int, timeout_s: float, profile_s: int, claps_per_user: int = 1) -> int:
     run = uuid.uuid4().hex[:6]
     state_dir = tempfile.mkdtemp(prefix=f"processor-rate-{run}-")
     env = {"PROCESSOR_STATE_DIR": state_dir, "CLAP_TOPIC": f"rate-{run}-claps", "COUNTS_TOPIC": f"rate-{run}-counts", "CLAP_PARTITIONS": "12",
            "PROCESSOR_APP_PREFIX": f"rate-{run}", "PROCESSOR_WEB_PORT": str(free_port()), "KAFKA_BOOTSTRAP": BOOTSTRAP}
     await ensure_topics(ProcessorConfig.from_env(env))
-    expected = await produce_backlog(env["CLAP_TOPIC"], articles, users)
-    events = articles * users
+    expected = await produce_backlog(env["CLAP_TOPIC"], articles, users, claps_per_user)
+    events = articles * users * claps_per_user
     print(f"backlog: {events:,} clap events on {articles} articles", flush=True)
     consumer = AIOKafkaConsumer(env["COUNTS_TOPIC"], bootstrap_servers=BOOTSTRAP, group_id=None, auto_offset_reset="earliest")
     await consumer.start()
@@ -197,7 +204,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--articles", type=int, default=100)
     parser.add_argument("--users", type=int, default=1500)
+    parser.add_argument("--claps-per-user", type=int, default=1,
+                        help="each user claps this many times on each article, count 1 each (default: once, 1-5)")
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy the worker this long")
     options = parser.parse_args()
-    sys.exit(asyncio.run(main(options.articles, options.users, options.timeout, options.profile)))
+    sys.exit(asyncio.run(main(options.articles, options.users, options.timeout, options.profile, options.claps_per_user)))

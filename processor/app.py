@@ -36,6 +36,7 @@ from processor.delivery import DirectDeliveryApp, RawBytesSchema
 from processor.fault_injection import DeliveryDropper
 from processor.membership import tune_worker_consumers
 from processor.readiness import add_ready_page, observe
+from processor.recent import RecentRecords
 from processor.state_store import faust_store_url, worker_state_dir
 
 log = logging.getLogger("processor")
@@ -58,10 +59,18 @@ class BatchedTable(MutableMapping[str, T], Generic[T]):
     """
 
     def __init__(self, table: faust.Table, decode: Callable[[dict[str, Any]], T], encode: Callable[[T], dict[str, Any]],
-                 partition_of: Callable[[bytes], int]) -> None:
+                 partition_of: Callable[[bytes], int], recent_records: int) -> None:
         self.table, self.decode, self.encode = table, decode, encode
         self.writer = TableWriter(table, kafka_producer, partition_of)
         self.held: dict[str, T] = {}
+        # What this worker wrote last, decoded (processor.recent); forgotten at every rebalance.
+        self.recent: RecentRecords[T] = RecentRecords(recent_records)
+        self.batch_era = 0
+
+    def begin_batch(self) -> None:
+        """A batch's reads start: its writes are kept decoded only if no rebalance comes before
+        they are written back."""
+        self.batch_era = self.recent.era
 
     def __getitem__(self, key: str) -> T:
         value = self.get(key)
@@ -72,6 +81,8 @@ class BatchedTable(MutableMapping[str, T], Generic[T]):
     def get(self, key: str, default: Any = None) -> Any:
         # Not Mapping.get's KeyError round trip: most lookups of a backlog find no record yet.
         held = self.held.get(key)
+        if held is None:
+            held = self.recent.get(key)
         if held is not None:
             return held
         get_encoded = getattr(self.table.data, "get_encoded", None)
@@ -103,6 +114,7 @@ class BatchedTable(MutableMapping[str, T], Generic[T]):
         for key, value in self.held.items():
             doc = self.encode(value)
             changes[key.encode()] = (orjson.dumps(doc), doc)
+        self.recent.remember(self.held, self.batch_era)
         self.held.clear()
         return await self.writer.write(changes)
 
@@ -162,8 +174,8 @@ tallies_table = app.Table(
 )
 
 partition_of = PartitionCache(config.partitions)
-users = BatchedTable(users_table, UserClaps.from_dict, UserClaps.to_dict, partition_of)
-tallies = BatchedTable(tallies_table, ArticleTally.from_dict, ArticleTally.to_dict, partition_of)
+users = BatchedTable(users_table, UserClaps.from_dict, UserClaps.to_dict, partition_of, config.recent_records)
+tallies = BatchedTable(tallies_table, ArticleTally.from_dict, ArticleTally.to_dict, partition_of, config.recent_records)
 # Kafka offsets of the clap topic have no holes (no transactions, no compaction): a skipped
 # delivery is noticed and read again (see ``HoleRereader``).
 counter = ClapCounter(users, tallies, epoch=config.epoch, offsets_without_holes=True)
@@ -174,6 +186,8 @@ add_ready_page(app, catching_up=lambda: counter.catching_up)
 
 @app.on_partitions_revoked.connect
 async def release_revoked(sender: Any, revoked: set, **kwargs: Any) -> None:
+    users.recent.forget()
+    tallies.recent.forget()
     for tp in revoked:
         if tp.topic == config.clap_topic:
             counter.revoke(tp.partition)
@@ -182,6 +196,8 @@ async def release_revoked(sender: Any, revoked: set, **kwargs: Any) -> None:
 @app.on_partitions_assigned.connect
 async def hold_until_caught_up(sender: Any, assigned: set, **kwargs: Any) -> None:
     """Hold each newly owned clap partition's totals until the log is read to its end now."""
+    users.recent.forget()  # and again here: writes of a batch that was under way at the revoke
+    tallies.recent.forget()
     mine = [tp for tp in assigned if tp.topic == config.clap_topic and not counter.is_live(tp.partition)]
     if not mine:
         return
@@ -251,6 +267,8 @@ async def _count(stream: faust.StreamT) -> None:
         batch = [LogEvent(event.message.partition, event.message.offset, _parse(event)) for event in events]
         if dropper:
             batch = dropper.filter(batch)
+        users.begin_batch()
+        tallies.begin_batch()
         was_catching_up = bool(counter.catching_up)
         updates = counter.step(batch)
         if was_catching_up and not counter.catching_up:

@@ -26,6 +26,10 @@ class ProcessorConfig:
     # loop then handed over every further event through a task and an asyncio.wait of its own
     # (1.19x the events/s with 20,000, docs/BENCHMARKS.md §4.5). Fetching pauses at 80 % of it.
     stream_buffer: int = 20_000
+    # State records kept decoded after a batch writes them, per table, until the next rebalance
+    # (processor.recent); 0 reads every record from the store again. A reader's record holds at
+    # most 50 clap ids (the cap), so this bounds the memory at a few tens of MB per table.
+    recent_records: int = 10_000
     epoch: int = 1
     app_prefix: str = "clap-processor"
     web_host: str = "127.0.0.1"
@@ -116,6 +120,7 @@ class ProcessorConfig:
             batch_wait_ms=int(env["PROCESSOR_BATCH_WAIT_MS"]) if "PROCESSOR_BATCH_WAIT_MS" in env else None,
             max_batch=int(env.get("PROCESSOR_MAX_BATCH", cls.max_batch)),
             stream_buffer=int(env.get("PROCESSOR_STREAM_BUFFER", cls.stream_buffer)),
+            recent_records=int(env.get("PROCESSOR_RECENT_RECORDS", cls.recent_records)),
             epoch=int(env.get("CLAP_EPOCH", cls.epoch)),
             app_prefix=env.get("PROCESSOR_APP_PREFIX", cls.app_prefix),
             web_host=env.get("PROCESSOR_WEB_HOST", cls.web_host),
