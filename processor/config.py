@@ -68,6 +68,10 @@ class ProcessorConfig:
     def __post_init__(self) -> None:
         if self.store not in ("rocksdb", "memory"):
             raise ValueError(f"PROCESSOR_STORE must be 'rocksdb' or 'memory', not {self.store!r}")
+        if self.stream_buffer < 1:
+            raise ValueError(f"PROCESSOR_STREAM_BUFFER must be at least 1 (events), not {self.stream_buffer}")
+        if self.recent_records < 0:
+            raise ValueError(f"PROCESSOR_RECENT_RECORDS must be 0 (keep none) or more, not {self.recent_records}")
 
     @property
     def batch_wait_s(self) -> float:

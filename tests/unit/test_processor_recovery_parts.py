@@ -96,3 +96,13 @@ def test_the_delivery_dropper_drops_chosen_first_deliveries_of_an_article_once()
     assert [(e.clap.article, e.offset) for e in kept] == [("a", 0), ("a", 1), ("b", 9), ("a", 4), ("a", 6)]
     assert [e.offset for e in dropper.filter(events(range(7)))] == list(range(7))  # read again: all pass
     assert not DeliveryDropper("")
+
+
+def test_the_buffer_and_kept_records_settings_are_checked_where_they_are_read():
+    with pytest.raises(ValueError, match="PROCESSOR_STREAM_BUFFER"):
+        ProcessorConfig.from_env({"PROCESSOR_STREAM_BUFFER": "0"})
+    with pytest.raises(ValueError, match="PROCESSOR_RECENT_RECORDS"):
+        ProcessorConfig.from_env({"PROCESSOR_RECENT_RECORDS": "-1"})
+    kept_none = ProcessorConfig.from_env({"PROCESSOR_RECENT_RECORDS": "0", "PROCESSOR_STREAM_BUFFER": "4096"})
+    assert (kept_none.recent_records, kept_none.stream_buffer) == (0, 4096)
+    assert (ProcessorConfig().stream_buffer, ProcessorConfig().recent_records) == (20_000, 10_000)

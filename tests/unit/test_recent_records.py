@@ -36,6 +36,9 @@ def test_the_least_recently_written_go_first_when_full() -> None:
     recent.remember({"d": 1, "e": 1}, recent.era)
     assert sorted(recent.records) == ["a", "d", "e"]
     assert len(recent) == 3
+    keeps_none: RecentRecords[int] = RecentRecords(limit=0)  # PROCESSOR_RECENT_RECORDS=0
+    keeps_none.remember({"a": 1}, keeps_none.era)
+    assert (keeps_none.get("a"), len(keeps_none)) == (None, 0)
 
 
 clap_ids = st.text(alphabet="abcdefghij0123456789-", min_size=1, max_size=12)
