@@ -209,4 +209,5 @@ if __name__ == "__main__":
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy the worker this long")
     options = parser.parse_args()
-    sys.exit(asyncio.run(main(options.articles, options.users, options.timeout, options.profile, options.claps_per_user)))
+    sys.exit(asyncio.run(main(options.articles, options.users, options.timeout, options.profile,
+                              options.claps_per_user)))

@@ -378,7 +378,7 @@ class Run:
         # by design and loses no claps.
         if fleet is not None:
             convergence["lost_readers"] = int(convergence.get("behind") or 0)
-        reached = analysis.settled_at(polls) if stable else None
+        reached = still_since if stable else None
         convergence["settle_seconds_after_end"] = round((reached if reached is not None else time.time()) - end, 2)
         convergence["confirmed_seconds_after_end"] = round(time.time() - end, 2)
         convergence["settle_reads_done_at_s"] = [round(at - end, 2) for at, _, _ in polls][-40:]

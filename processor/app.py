@@ -196,7 +196,8 @@ async def release_revoked(sender: Any, revoked: set, **kwargs: Any) -> None:
 @app.on_partitions_assigned.connect
 async def hold_until_caught_up(sender: Any, assigned: set, **kwargs: Any) -> None:
     """Hold each newly owned clap partition's totals until the log is read to its end now."""
-    users.recent.forget()  # and again here: writes of a batch that was under way at the revoke
+    # As at the revoke: a rebalance's two ends both forget, so neither alone is relied on.
+    users.recent.forget()
     tallies.recent.forget()
     mine = [tp for tp in assigned if tp.topic == config.clap_topic and not counter.is_live(tp.partition)]
     if not mine:

@@ -3,7 +3,7 @@ does not read and decode them from the store again.
 
 A reader who claps taps again and again: each batch of a hot article held the same users, and the
 worker fetched each one's record from its store and decoded it (JSON, then ``UserClaps.from_dict``
-over every clap id it remembers) once per batch: about 15 % of a worker's busy samples in
+over every clap id it remembers) once per batch: 9.7 % of a worker's py-spy samples in
 `make up`'s hot article (docs/BENCHMARKS.md §4.5). A record held here is exactly what the
 worker last wrote to the store and its changelog, so it is what a read would return, for as long
 as this worker is the only writer of its partitions: until the next rebalance, when ``forget()``
