@@ -65,6 +65,8 @@ COUNTER_STORE = "counter store"
 # A room whose first store read failed tries again after each of these (seconds), then waits
 # for a live total from the feed: never a made-up zero that a later total would have to undo.
 ROOM_LOAD_RETRIES_S = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+# Articles one GET /api/claps may ask for: a feed page's worth, and one answer of bounded size.
+TOTALS_PER_READ_MOST = 100
 
 
 class StoreUnavailable(Exception):
@@ -348,6 +350,8 @@ class Gateway:
             except StoreUnavailable as error:
                 return json_error(503, "unavailable", str(error))
             return json_response(200, {"article": article, "total": total.total, "seq": total.seq, "epoch": total.epoch})
+        if path == "/api/claps":
+            return await self._totals(query)
         if path in ("/healthz", "/readyz"):
             # /healthz: alive. /readyz: alive and able to take more readers, so a load balancer
             # stops sending new connections to a full gateway instead of having them refused.
@@ -393,6 +397,31 @@ class Gateway:
             # identity (/api/session) and open a websocket with it.
             return self._static("widget.js")
         return json_error(404, "not_found", f"nothing at {path}")
+
+    async def _totals(self, query: dict[str, list[str]]) -> Response:
+        """GET /api/claps?articles=A,B,...: many articles' totals in one request, for a service
+        that lists articles (a feed, a search page) and for a reader of totals that must not
+        cost one connection per article. Each total is read as GET /api/articles/{id}/claps reads
+        it; an article not in the catalogue is named under ``not_found``, not an error of the
+        whole answer, since a listing may race a deletion."""
+        asked = ",".join(query.get("articles") or []).split(",")
+        wanted = list(dict.fromkeys(a for a in asked if a))  # in the asked order, once each
+        if not wanted:
+            return json_error(400, "bad_request", "articles must list at least one article id: ?articles=A,B")
+        if len(wanted) > TOTALS_PER_READ_MOST:
+            return json_error(400, "bad_request", f"at most {TOTALS_PER_READ_MOST} articles per request, "
+                                                  f"not {len(wanted)}")
+        if bad := [a for a in wanted if not is_valid_id(a)]:
+            return json_error(400, "bad_request", f"article must match [A-Za-z0-9_-]{{1,64}}: {bad[0][:80]!r}")
+        known = [a for a in wanted if a in self.catalogue]
+        try:
+            totals = await asyncio.gather(*(self.read_total(a) for a in known))
+        except StoreUnavailable as error:
+            return json_error(503, "unavailable", str(error))
+        return json_response(200, {
+            "totals": [{"article": t.article, "total": t.total, "seq": t.seq, "epoch": t.epoch} for t in totals],
+            "not_found": [a for a in wanted if a not in self.catalogue],
+        })
 
     async def _index_page(self, query: dict[str, list[str]]) -> Response:
         """GET /?page=N: one page of the catalogue, as many articles as one websocket may join, so

@@ -6,6 +6,7 @@ so reading to EOF is enough; this keeps the load tool free of an HTTP client dep
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,6 +45,31 @@ async def request_body(method: str, url: str, *, timeout_s: float = 10.0, header
     if status != 200:
         raise HttpError(status, body)
     return body
+
+
+# The most articles one GET /api/claps may name (gateway/server.py, TOTALS_PER_READ_MOST).
+TOTALS_PER_REQUEST = 100
+
+
+async def fetch_totals(base_url: str, articles: Sequence[str], *, timeout_s: float = 10.0,
+                       parallel: int = 4) -> dict[str, int]:
+    """Article -> total through ``GET /api/claps``, 100 articles a request: one read of many
+    totals costs a few connections, not one per article. Raises :class:`HttpError` (or the
+    connection's error) if any request failed, and a 404 one if an article is not published."""
+    slots = asyncio.Semaphore(parallel)
+
+    async def chunk(ids: Sequence[str]) -> dict[str, int]:
+        async with slots:
+            doc = await request_json("GET", f"{base_url}/api/claps?articles={','.join(ids)}", timeout_s=timeout_s)
+        if doc["not_found"]:
+            raise HttpError(404, orjson.dumps({"not_found": doc["not_found"]}))
+        return {t["article"]: int(t["total"]) for t in doc["totals"]}
+
+    chunks = [articles[i : i + TOTALS_PER_REQUEST] for i in range(0, len(articles), TOTALS_PER_REQUEST)]
+    totals: dict[str, int] = {}
+    for part in await asyncio.gather(*(chunk(c) for c in chunks)):
+        totals.update(part)
+    return totals
 
 
 async def wait_healthy(base_url: str, timeout_s: float) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from loadtest.articles import ArticleMix, run_prefix
 from loadtest.calibrate import calibrate
 from loadtest.clap_latency import EXACT, LOWER, UPPER
 from loadtest.clappers import ClapperFleet, ClapPlan, Ledger
-from loadtest.httpclient import HttpError, request_body, request_json
+from loadtest.httpclient import HttpError, fetch_totals, request_body, request_json
 from loadtest.procmon import ProcMonitor, all_processes_cpu, busiest_between
 from loadtest.plans import ReaderPlan, Target
 from loadtest.readers import ReaderFleet
@@ -321,17 +321,11 @@ class Run:
 
     async def read_totals(self, targets: list[Target], articles: list[str], independent: bool) -> dict[str, int]:
         """Article -> total: from the first gateway (shared store) or summed (independent ones)."""
-        slots = asyncio.Semaphore(16)
-
-        async def one(target: Target, article: str) -> tuple[str, int]:
-            async with slots:
-                doc = await request_json("GET", f"{target.http_base}/api/articles/{article}/claps")
-                return article, int(doc["total"])
-
         asked = targets if independent else targets[:1]
         totals: dict[str, int] = {}
-        for article, total in await asyncio.gather(*(one(t, a) for t in asked for a in articles)):
-            totals[article] = totals.get(article, 0) + total
+        for per_target in await asyncio.gather(*(fetch_totals(t.http_base, articles) for t in asked)):
+            for article, total in per_target.items():
+                totals[article] = totals.get(article, 0) + total
         return totals
 
     async def settle(self, fleet: ReaderFleet | None, targets: list[Target], ledger: Awaitable[Ledger],
@@ -387,18 +381,18 @@ class Run:
         return await books, convergence, finals
 
     async def _totals_per_target(self, targets: list[Target], articles: list[str]) -> dict[tuple[int, str], int]:
-        slots = asyncio.Semaphore(16)
+        """(target, article) -> total, -1 where that target did not answer."""
+        async def one(index: int, target: Target) -> dict[tuple[int, str], int]:
+            try:
+                totals = await fetch_totals(target.http_base, articles)
+            except (OSError, HttpError, TimeoutError):
+                return {(index, a): -1 for a in articles}
+            return {(index, a): totals[a] for a in articles}
 
-        async def one(index: int, target: Target, article: str) -> tuple[tuple[int, str], int]:
-            async with slots:
-                try:
-                    doc = await request_json("GET", f"{target.http_base}/api/articles/{article}/claps")
-                except (OSError, HttpError, TimeoutError):
-                    return (index, article), -1
-                return (index, article), int(doc["total"])
-
-        pairs = [(i, t, a) for i, t in enumerate(targets) for a in articles]
-        return dict(await asyncio.gather(*(one(i, t, a) for i, t, a in pairs)))
+        per_target: dict[tuple[int, str], int] = {}
+        for part in await asyncio.gather(*(one(i, t) for i, t in enumerate(targets))):
+            per_target.update(part)
+        return per_target
 
     # -- checks --------------------------------------------------------------------------------
 

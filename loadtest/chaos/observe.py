@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from core.messages import ClapRecorded
 from loadtest.chaos.verdict import LogEvent
-from loadtest.httpclient import HttpError, request_json
+from loadtest.httpclient import HttpError, fetch_totals
 
 
 async def read_clap_log(bootstrap: str, topic: str, partitions: int, *, timeout_s: float = 120) -> tuple[list[LogEvent], int]:
@@ -95,12 +95,9 @@ class CassandraRows:
 
 
 async def rest_totals(base_url: str, articles: Iterable[str]) -> dict[str, int | None]:
-    """GET /api/articles/{id}/claps for each article; None where the gateway did not answer."""
-    totals: dict[str, int | None] = {}
-    for article in articles:
-        try:
-            doc = await request_json("GET", f"{base_url}/api/articles/{article}/claps", timeout_s=5)
-            totals[article] = int(doc["total"])
-        except (OSError, HttpError, TimeoutError, ValueError, KeyError):
-            totals[article] = None
-    return totals
+    """GET /api/claps for the articles; None for all of them where the gateway did not answer."""
+    asked = list(articles)
+    try:
+        return dict(await fetch_totals(base_url, asked, timeout_s=5))
+    except (OSError, HttpError, TimeoutError, ValueError, KeyError):
+        return {article: None for article in asked}

@@ -156,6 +156,19 @@ const server = http.createServer((req, res) => {
     const a = articles.get(claps[1]);
     return json(res, 200, { article: claps[1], total: a ? a.total : 0, seq: a ? a.seq : 0, epoch: a && a.seq ? EPOCH : 0 });
   }
+  if (req.method === 'GET' && url.pathname === '/api/claps') {
+    // Many totals at once, as the gateway answers them (docs/PROTOCOL.md); the reference has no
+    // catalogue, so nothing is ever not found.
+    const asked = [...new Set(url.searchParams.getAll('articles').join(',').split(',').filter(Boolean))];
+    if (!asked.length || asked.length > 100 || !asked.every((id) => ID.test(id))) {
+      return json(res, 400, { error: 'bad_request', message: '1 to 100 valid article ids' });
+    }
+    const totals = asked.map((id) => {
+      const a = articles.get(id);
+      return { article: id, total: a ? a.total : 0, seq: a ? a.seq : 0, epoch: a && a.seq ? EPOCH : 0 };
+    });
+    return json(res, 200, { totals, not_found: [] });
+  }
   const admin = url.pathname.match(/^\/api\/admin\/articles\/([^/]+)$/);
   if (req.method === 'PUT' && admin) {
     // The catalogue is left out: any well-formed article is served. Accepting the load tool's

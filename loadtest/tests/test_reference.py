@@ -13,7 +13,7 @@ from loadtest.analysis import summarize_readers
 from loadtest.articles import ArticleMix
 from loadtest.clap_latency import EXACT, LOWER, UPPER
 from loadtest.clappers import ClapperFleet, ClapPlan
-from loadtest.httpclient import request_json
+from loadtest.httpclient import fetch_totals, request_json
 from loadtest.plans import ReaderPlan, Target
 from loadtest.readers import ReaderFleet
 from loadtest.services import start_reference
@@ -64,6 +64,8 @@ async def test_the_reference_speaks_the_public_contract(tmp_path: Path) -> None:
             assert abs(count["at"] - time.time() * 1000) < 2000
         stored = await request_json("GET", f"{server.base_url}/api/articles/ref-a/claps")
         assert stored == {"article": "ref-a", "total": 50, "seq": 3, "epoch": 1}
+        many = [f"unread-{i}" for i in range(249)] + ["ref-a"]  # three requests of at most 100
+        assert await fetch_totals(server.base_url, many) == {**dict.fromkeys(many[:-1], 0), "ref-a": 50}
         published = await request_json("PUT", f"{server.base_url}/api/admin/articles/ref-b?title=B")
         assert published == {"id": "ref-b", "title": "B"}  # the load tool publishes its articles first
     finally:

@@ -40,6 +40,30 @@ def test_rest_api_shapes(embedded):
     assert status_of(f"{embedded.base_url}/metrics") == 200
 
 
+async def test_many_totals_in_one_read_answer_what_one_read_each_answers(embedded):
+    base = embedded.base_url
+    clapper = await Reader.open(embedded.ws_url, new_token(base))
+    for article, count in (("hello-claps", 3), ("why-logs-win", 5)):
+        await clapper.join(article)
+        await clapper.clap(article, count, f"many-{article}")
+    assert await clapper.wait_for(lambda r: r.totals.get("hello-claps") == 3 and r.totals.get("why-logs-win") == 5, 10)
+    await clapper.close()
+
+    one_each = [http_json(f"{base}/api/articles/{a}/claps") for a in ("why-logs-win", "hello-claps")]
+    # The asked order, a repeated id once, an unpublished one named apart.
+    many = http_json(f"{base}/api/claps?articles=why-logs-win,hello-claps,why-logs-win,never-published")
+    assert many == {"totals": one_each, "not_found": ["never-published"]}
+    assert [t["total"] for t in many["totals"]] == [5, 3]
+    assert http_json(f"{base}/api/claps?articles=why-logs-win&articles=hello-claps")["totals"] == one_each
+
+    hundred = ",".join(f"unpublished-{i}" for i in range(100))
+    assert http_json(f"{base}/api/claps?articles={hundred}") == {"totals": [], "not_found": hundred.split(",")}
+    for query in ("", "?articles=", f"?articles={hundred},one-more", "?articles=hello-claps,bad%20id"):
+        status, body = http_get(f"{base}/api/claps{query}")
+        assert (status, orjson.loads(body)["error"]) == (400, "bad_request"), query
+    assert status_of(f"{base}/api/claps?articles=hello-claps", "POST") == 405
+
+
 async def test_malformed_messages_get_errors_and_everyone_carries_on(embedded):
     bystander = await Reader.open(embedded.ws_url)
     await bystander.join("hello-claps")

@@ -28,6 +28,7 @@ SEEDED_ID = SEEDED[0].id
 # Answers this test cannot bring about on a healthy embedded gateway, and where they are tested.
 NOT_PROVOKED_HERE = {
     ("/api/articles/{article}/claps", "get", "503"): "the counter store away: tests/e2e/test_stores_down.py",
+    ("/api/claps", "get", "503"): "the counter store away: tests/e2e/test_stores_down.py",
     ("/articles/{article}", "get", "503"): "the counter store away: tests/e2e/test_stores_down.py",
     ("/healthz", "get", "503"): "a vital task ended: tests/e2e/test_crash_only.py",
     ("/api/admin/articles/{article}", "put", "404"): "distributed mode only (articles come from Kafka)",
@@ -91,6 +92,9 @@ async def test_every_documented_operation_answers_as_documented(tmp_path, log_di
             call(base, "/api/articles/{article}/claps", "get", f"/api/articles/{SEEDED_ID}/claps"),
             call(base, "/api/articles/{article}/claps", "get", "/api/articles/bad.id/claps"),
             call(base, "/api/articles/{article}/claps", "get", "/api/articles/nobody-wrote-this/claps"),
+            call(base, "/api/claps", "get", f"/api/claps?articles={SEEDED_ID},nobody-wrote-this"),
+            call(base, "/api/claps", "get", "/api/claps"),
+            call(base, "/api/claps", "get", "/api/claps?articles=bad.id"),
             call(base, "/api/admin/articles/{article}", "put", "/api/admin/articles/fresh?title=Fresh", ADMIN),
             call(base, "/api/admin/articles/{article}", "put", "/api/admin/articles/fresh?title=Fresh"),
             call(base, "/api/admin/articles/{article}", "put", "/api/admin/articles/bad.id?title=Bad", ADMIN),

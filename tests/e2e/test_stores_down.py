@@ -67,6 +67,11 @@ async def test_with_the_store_away_pages_and_rest_answer_the_live_total_or_503(f
     })
     status, page = await get(f"{base}/articles/why-logs-win")
     assert status == 503 and "cannot be read right now" in page
+    # Many at once: the live total alone is answered; with one that has none, the whole is a 503.
+    assert await get_json(f"{base}/api/claps?articles=hello-claps") == (200, {
+        "totals": [{"article": "hello-claps", "total": 6, "seq": 1, "epoch": 1}], "not_found": []})
+    status, doc = await get_json(f"{base}/api/claps?articles=hello-claps,why-logs-win")
+    assert (status, doc["error"]) == (503, "unavailable") and "why-logs-win" in doc["message"]
     status, ready = await get_json(f"{base}/readyz")
     assert (status, ready["status"]) == (503, "degraded")
     assert [r.split(" since ")[0] for r in ready["reasons"]] == ["counter store unavailable"]
