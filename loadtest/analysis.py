@@ -152,6 +152,8 @@ def summarize_ledger(ledger: Ledger, start: float, end: float) -> dict[str, Any]
         "session_errors": dict(ledger.session_errors),
         "clap_messages": ledger.messages,
         "taps": sum(ledger.tapped.values()),
+        "taps_not_made_up": round(ledger.taps_not_made_up),
+        "longest_gap_between_looks_s": round(ledger.longest_gap_s, 3),
         "claps_acked": sum(ledger.acked.values()),
         "claps_refused": dict(ledger.refused),
         "claps_unanswered": sum(ledger.unknown.values()),

@@ -116,6 +116,10 @@ class Ledger:
     refused: Counter[str] = field(default_factory=Counter)  # error code -> claps refused
     messages: int = 0
     sessions: int = 0
+    # Taps due by the clock that were not made up (a clapper late by more than MAKE_UP_S), and the
+    # longest a clapper went between looks at its taps: why the offered rate fell short of the plan.
+    taps_not_made_up: float = 0.0
+    longest_gap_s: float = 0.0
     session_errors: Counter[str] = field(default_factory=Counter)
     taps_per_second: dict[int, int] = field(default_factory=dict)
     acks_per_second: dict[int, int] = field(default_factory=dict)  # claps acked, by ack time
@@ -132,6 +136,8 @@ class Ledger:
                 into[key] = into.get(key, 0) + value
         self.messages += other.messages
         self.sessions += other.sessions
+        self.taps_not_made_up += other.taps_not_made_up
+        self.longest_gap_s = max(self.longest_gap_s, other.longest_gap_s)
         self.claps.extend(other.claps)
 
     def claps_for_readers(self, start: float, end: float) -> dict[str, object]:
@@ -290,7 +296,10 @@ class Clapper:
             if now >= self.end_at:
                 return
             # Taps made since the last send, by the real elapsed time so a late timer loses none.
-            self.owed = min(most_owed, self.owed + (now - self.owed_since) * self.click_rate)
+            due = self.owed + (now - self.owed_since) * self.click_rate
+            self.ledger.longest_gap_s = max(self.ledger.longest_gap_s, now - self.owed_since)
+            self.owed = min(most_owed, due)
+            self.ledger.taps_not_made_up += due - self.owed
             self.owed_since = now
             count = min(int(self.owed), taps_left, 50)
             if count:
