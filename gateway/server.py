@@ -48,6 +48,7 @@ from gateway.health import Outages
 from gateway.http import cookie, html_response, json_error, json_response, respond, split_path
 from gateway.presence import LocalPresenceBus, Presence, PresenceBus
 from gateway.rooms import Reader, RoomRegistry, text_frame
+from observability.freshness import COUNT_AGE_BUCKETS_S, age_s
 
 log = logging.getLogger("gateway")
 
@@ -120,6 +121,10 @@ class Metrics:
         self.gc_pause = Histogram("gateway_gc_pause_seconds", "The event loop stopped for one garbage collection "
                                   "(generation 2: a full one)", ["generation"],
                                   buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=self.registry)
+        self.count_age = Histogram(
+            "gateway_count_age_seconds", "From the newest clap in a total reaching a gateway to this gateway "
+            "receiving the total: how far behind the claps the counts its readers see are, before fan-out",
+            buckets=COUNT_AGE_BUCKETS_S, registry=self.registry)
         self.gc_sweeps = Counter("gateway_gc_sweeps", "Full collections of the frozen heap (observability/heap.py)",
                                  registry=self.registry)
 
@@ -301,6 +306,8 @@ class Gateway:
                 self.counting.heard(update)
                 continue
             self.metrics.updates_in.inc()
+            if update.at_ms:
+                self.metrics.count_age.observe(age_s(update.at_ms, self.clock_ms()))
             await self.rooms.publish(update)
 
     def _room_opened(self, article: str) -> None:

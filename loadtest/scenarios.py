@@ -21,6 +21,7 @@ from loadtest.articles import ArticleMix, run_prefix
 from loadtest.calibrate import calibrate
 from loadtest.clap_latency import EXACT, LOWER, UPPER
 from loadtest.clappers import ClapperFleet, ClapPlan, Ledger
+from loadtest.freshness import DURABLE_AGE, GATEWAY_AGE, PROJECTOR_METRICS_URL, FreshnessProbe
 from loadtest.httpclient import HttpError, fetch_totals, request_body, request_json
 from loadtest.procmon import ProcMonitor, all_processes_cpu, busiest_between
 from loadtest.plans import ReaderPlan, Target
@@ -254,6 +255,9 @@ class Run:
             # so tapping goes on a little past the measured window.
             tail_s = CLAP_TAIL_S if o.scenario == "hot" else 0.0
             initial = await self.read_totals(targets, articles if len(articles) <= 50 else [], independent)
+            freshness = FreshnessProbe([f"{t.http_base}/metrics" for t in targets],
+                                       PROJECTOR_METRICS_URL if o.start_distributed else None)
+            await freshness.start()
             plan = ClapPlan(
                 targets=tuple(targets), mix=mix, rate=o.clap_rate, duration_s=o.duration_s + tail_s,
                 start_at=time.time() + 3.0, click_rate=o.click_rate, batch_ms=o.batch_ms,
@@ -280,6 +284,7 @@ class Run:
                 "clappers": analysis.summarize_ledger(ledger, start, end),
                 "convergence": convergence,
                 "totals_vs_acks": analysis.check_totals(ledger, finals, initial),
+                "count_age": await freshness.result(),
                 "_claps": ledger.claps_for_readers(start, end),
             }
             if room_metrics:
@@ -673,6 +678,11 @@ async def _claps_end_offsets() -> dict[int, int] | None:
 def _totals_check(run: Run, phase: dict[str, Any]) -> None:
     totals = phase["totals_vs_acks"]
     run.check("articles whose total disagrees with the acks", totals["mismatched"], "0", totals["mismatched"] == 0)
+    for name, stage in ((GATEWAY_AGE, "at the gateways"), (DURABLE_AGE, "in Cassandra")):
+        age = phase.get("count_age", {}).get(name)
+        if age:
+            run.check(f"count age p50 / p99 ms {stage} (a clap reaching a gateway to its total {stage})",
+                      f"{age['p50_ms']} / {age['p99_ms']} ({age['totals']:,} totals)", "report", None)
 
 
 def _reader_checks(run: Run, phase: dict[str, Any], *, strict: bool) -> None:

@@ -5,6 +5,8 @@
 - ``projector_rows_written_total{kind}``: rows Cassandra acknowledged, after keeping the newest
   per article (per reader) of each batch.
 - ``projector_write_seconds{kind}``: Cassandra write latency of one batch's rows, retries included.
+- ``projector_count_age_seconds``: from the newest clap in a total reaching a gateway to the total
+  being written to Cassandra: how far the durable counts are behind the claps.
 - ``projector_write_retries_total``: writes that failed transiently and were tried again.
 - ``projector_commits_lost_total``: batches whose offsets were not committed because the group
   rebalanced while they were written (harmless: the new owner writes the same rows again).
@@ -18,6 +20,8 @@ import logging
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from observability.freshness import COUNT_AGE_BUCKETS_S
+
 log = logging.getLogger("projector")
 
 # A batch of up to 5,000 rows, written concurrently: milliseconds when healthy, seconds when not.
@@ -30,6 +34,10 @@ rows_written = Counter("projector_rows_written", "Rows Cassandra acknowledged", 
 write_seconds = Histogram(
     "projector_write_seconds", "Cassandra write latency of one batch's rows, retries included", ["kind"],
     buckets=WRITE_BUCKETS_S, registry=registry,
+)
+count_age = Histogram(
+    "projector_count_age_seconds", "From the newest clap in a total reaching a gateway to the total being "
+    "written to Cassandra", buckets=COUNT_AGE_BUCKETS_S, registry=registry,
 )
 write_retries = Counter("projector_write_retries", "Cassandra writes that failed transiently and were retried", registry=registry)
 lag = Gauge("projector_lag", "Records past the projector's position", ["topic", "partition"], registry=registry)

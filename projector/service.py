@@ -30,6 +30,7 @@ from core.ledger import UserClaps
 from core.messages import CountChanged, decode_fan_out, newest_per_article
 from core.ports import CounterStore
 from core.processing import split_user_key
+from observability.freshness import age_s
 from projector import metrics
 from projector.config import ProjectorConfig
 
@@ -107,6 +108,10 @@ class Projector:
                 metrics.records.labels("user").inc(len(users))
                 rows = newest_per_article(totals)
                 await self._write_with_retry(self.store.write, rows, "total")
+                written_ms = time.time_ns() // 1_000_000
+                for row in rows:
+                    if row.at_ms:
+                        metrics.count_age.observe(age_s(row.at_ms, written_ms))
                 await self._write_with_retry(self.store.write_user_totals, newest_per_user(users), "user")
                 try:
                     await consumer.commit()

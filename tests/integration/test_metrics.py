@@ -55,10 +55,13 @@ def lags_are_zero(samples: Samples, name: str, partitions: int) -> bool:
 async def test_each_service_counts_exactly_the_claps_sent(real_services, run_id, log_dir):
     # JSON logs, as deployed: the same run checks that every service writes them.
     with running_pipeline(run_id, "metrics", log_dir, LOG_FORMAT="json") as (pipeline, _):
+        started = time.monotonic()
         article = f"metered-{uuid.uuid4().hex[:6]}"
         await register_articles(pipeline, article)
         clapper = await Reader.open(pipeline.ws_url, new_token(pipeline.base_url))
         anonymous = await Reader.open(pipeline.ws_url)
+        await anonymous.join(article)  # a room here, so the gateway receives the article's totals
+        assert await anonymous.wait_for(lambda r: r.totals.get(article) == 0, 20)
         for sent, (count, clap_id) in enumerate(CLAPS, start=1):
             await clapper.clap(article, count, clap_id)
             # One at a time, each acked before the next: the retry is a second event in the log.
@@ -66,6 +69,8 @@ async def test_each_service_counts_exactly_the_claps_sent(real_services, run_id,
         await anonymous.clap(article, 1, "nobody")
         await clapper.clap("no-such-article", 1, "lost")
         assert await clapper.wait_for(lambda r: len(r.errors) == 1, 10) and await anonymous.wait_for(lambda r: r.errors, 10)
+        assert await anonymous.wait_for(lambda r: r.totals.get(article) == EXPECTED_TOTAL, 30)
+        test_took_s = time.monotonic() - started
 
         partitions = int(pipeline.env["CLAP_PARTITIONS"])
 
@@ -84,6 +89,12 @@ async def test_each_service_counts_exactly_the_claps_sent(real_services, run_id,
         assert value(gateway, "gateway_claps_refused_total", code="not_found") == 1
         assert value(gateway, "gateway_connections") == 2
         assert value(gateway, "gateway_max_connections") == 18000
+        # Every total it received carried its newest clap's time, and each was timed once, no older
+        # than the claps of this test (the reader saw the final total through them).
+        received = value(gateway, "gateway_updates_received_total")
+        assert received >= 1  # the reader's final total came through the feed
+        assert value(gateway, "gateway_count_age_seconds_count") == received
+        assert 0 <= value(gateway, "gateway_count_age_seconds_sum") <= received * test_took_s
         # The processor: one event per clap message in the log, none malformed, every batch timed.
         assert value(processor, "processor_events_total") == len(CLAPS)
         assert value(processor, "processor_malformed_events_total") == 0
@@ -106,6 +117,10 @@ async def test_each_service_counts_exactly_the_claps_sent(real_services, run_id,
         assert value(projector, "projector_rows_written_total", kind="total") == value(
             projector, "projector_write_seconds_count", kind="total")
         assert value(projector, "projector_write_retries_total") == 0
+        # Each total row written was timed from its newest clap once (one article: a row a batch).
+        rows = value(projector, "projector_rows_written_total", kind="total")
+        assert value(projector, "projector_count_age_seconds_count") == rows
+        assert 0 <= value(projector, "projector_count_age_seconds_sum") <= rows * (time.monotonic() - started)
         # One clapper, so each batch with per-user records wrote exactly one row too.
         assert value(projector, "projector_rows_written_total", kind="user") == value(
             projector, "projector_write_seconds_count", kind="user")
