@@ -160,6 +160,8 @@ def summarize_ledger(ledger: Ledger, start: float, end: float) -> dict[str, Any]
         "taps_per_second": throughput(ledger.taps_per_second, start, end),
         "acked_claps_per_second": throughput(ledger.acks_per_second, start, end),
         "ack_latency_ms": percentiles_ms(ledger.ack_latency),
+        "session_post_ms": percentiles_ms(ledger.session_post_latency),
+        "session_connect_ms": percentiles_ms(ledger.session_connect_latency),
         "series": {"taps": sorted(ledger.taps_per_second.items()), "acks": sorted(ledger.acks_per_second.items())},
     }
 

@@ -124,13 +124,17 @@ class Ledger:
     taps_per_second: dict[int, int] = field(default_factory=dict)
     acks_per_second: dict[int, int] = field(default_factory=dict)  # claps acked, by ack time
     ack_latency: Histogram = field(default_factory=dict)
+    # How long a new user waited for its identity (POST /api/session) and then its websocket.
+    session_post_latency: Histogram = field(default_factory=dict)
+    session_connect_latency: Histogram = field(default_factory=dict)
     # Every acked clap message: (article, sent, acked, the ack's seq or -1), Unix seconds.
     claps: list[tuple[str, float, float, int]] = field(default_factory=list)
 
     def merge(self, other: Ledger) -> None:
         for name in ("acked_capped", "upper_capped", "acked", "tapped", "unknown", "refused", "session_errors"):
             getattr(self, name).update(getattr(other, name))
-        for name in ("taps_per_second", "acks_per_second", "ack_latency"):
+        for name in ("taps_per_second", "acks_per_second", "ack_latency", "session_post_latency",
+                     "session_connect_latency"):
             into = getattr(self, name)
             for key, value in getattr(other, name).items():
                 into[key] = into.get(key, 0) + value
@@ -264,9 +268,13 @@ class Clapper:
         await asyncio.gather(*closing)
 
     async def _open(self, target: Target) -> Session:
+        began = time.time()
         identity = await request_json("POST", f"{target.http_base}/api/session")
+        posted = time.time()
+        bump(self.ledger.session_post_latency, bucket_of((posted - began) * 1e6))
         url = f"ws://{target.host}:{target.port}{target.path}?token={identity['token']}"
         ws = await connect(url, compression=None, open_timeout=15, ping_interval=None, close_timeout=2)
+        bump(self.ledger.session_connect_latency, bucket_of((time.time() - posted) * 1e6))
         self.ledger.sessions += 1
         session = Session(ws, self.ledger, f"c{self.index}s{self.sessions}")
         session.receiver = asyncio.create_task(session.receive())

@@ -505,8 +505,31 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return round(numerator / denominator, 3) if numerator is not None and denominator else None
 
 
+# A phase offered less than this share of the planned clap rate was not under the same load.
+OFFERED_SHARE_LEAST = 0.97
+
+
+def _offer_check(run: Run, label: str, phase: dict[str, Any], *, judged: bool) -> None:
+    """What the clappers offered against the plan, and why they fell short if they did: taps not
+    made up after a late look, and how long new users waited for a session and a websocket."""
+    clappers = phase.get("clappers")
+    if not clappers:
+        return
+    offered = clappers["taps_per_second"].get("median_per_s")
+    plan = run.options.clap_rate
+    post, connect = clappers.get("session_post_ms", {}), clappers.get("session_connect_ms", {})
+    run.check(f"{label}: taps/s offered, median (taps not made up; new session POST / connect p99 ms)",
+              f"{offered} of {plan:g} ({clappers.get('taps_not_made_up', 0):,}; "
+              f"{post.get('p99')} / {connect.get('p99')})",
+              f">= {OFFERED_SHARE_LEAST * plan:g}",
+              (offered is not None and offered >= OFFERED_SHARE_LEAST * plan) if judged else None)
+
+
 def _compare_with_reference(run: Run, reference: dict[str, Any], gateway: dict[str, Any]) -> None:
     """The gateway's figures beside the reference's, and as ratios, within this one run."""
+    # Like for like, or the ratios mean nothing: both phases offered the plan.
+    _offer_check(run, "reference", reference, judged=True)
+    _offer_check(run, "gateway", gateway, judged=True)
     method = headline_method(reference, gateway)
     rows: dict[str, Any] = {"method": method}
     for label, phase in (("reference", reference), ("gateway", gateway)):
@@ -648,6 +671,7 @@ async def ingest(run: Run) -> None:
         run.check("claps counted into totals per s (window + settle)", driven["pipeline_counted_claps_per_s"],
                   f"settled {conv['settle_seconds_after_end']} s after the end", None)
     run.check("CPU cores per process during the window", driven["cpu_cores_by_process"], "report", None)
+    _offer_check(run, "ingest", driven, judged=False)
     _totals_check(run, driven)
 
 

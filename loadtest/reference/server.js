@@ -117,22 +117,44 @@ function onMessage(ws, raw, isBinary) {
   }
 }
 
-// One announcement per article per window, to every reader of it: the same bytes to each.
-function announce() {
+// One announcement per article per window, to every reader of it: the same bytes to each. A pass
+// writes PASS_CHUNK frames, then lets the event loop turn before the next chunk: Node accepts one
+// connection per turn, so a pass that outlasts the window written in one go (5,000 readers on a
+// slow sitting) left new users' connections queued for seconds while readers got their frames.
+const PASS_CHUNK = 250;
+
+function announce(done) {
+  const work = [];
   for (const [id, a] of articles) {
     if (!a.changed) continue;
     a.changed = false;
-    const frame = countFrame(id, a, a.delta);
+    work.push([countFrame(id, a, a.delta), [...a.readers]]);
     a.delta = 0;
     announcements++;
-    for (const ws of a.readers) {
-      // A reader whose socket is not draining skips this total; the next one is absolute.
-      if (ws.readyState === WebSocket.OPEN && ws.bufferedAmount < WRITE_BUFFER_HIGH) {
-        ws.send(frame, { binary: false });
-        framesWritten++;
+  }
+  let item = 0;
+  let next = 0;
+  function chunk() {
+    let budget = PASS_CHUNK;
+    while (item < work.length && budget > 0) {
+      const [frame, readers] = work[item];
+      for (; next < readers.length && budget > 0; next++, budget--) {
+        const ws = readers[next];
+        // A reader whose socket is not draining skips this total; the next one is absolute.
+        if (ws.readyState === WebSocket.OPEN && ws.bufferedAmount < WRITE_BUFFER_HIGH) {
+          ws.send(frame, { binary: false });
+          framesWritten++;
+        }
+      }
+      if (next >= readers.length) {
+        item++;
+        next = 0;
       }
     }
+    if (item < work.length) setImmediate(chunk);
+    else done();
   }
+  chunk();
 }
 
 function json(res, status, doc, headers = {}) {
@@ -210,9 +232,10 @@ server.on('upgrade', (req, socket, head) => {
 // A fixed cadence: the period is the window, not the window plus the work.
 let nextTick = Date.now() + WINDOW_MS;
 function tick() {
-  announce();
-  nextTick = Math.max(nextTick + WINDOW_MS, Date.now());
-  setTimeout(tick, nextTick - Date.now());
+  announce(() => {
+    nextTick = Math.max(nextTick + WINDOW_MS, Date.now());
+    setTimeout(tick, nextTick - Date.now());
+  });
 }
 
 server.listen(PORT, HOST, () => {
