@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Generic, Protocol, TypeVar
@@ -69,16 +68,6 @@ def _send(transport: Transport, frame: bytes) -> bool:
     except RuntimeError:
         return False
     return True
-
-
-def _descriptor_of(transport: Transport) -> int:
-    """The transport's socket descriptor, or -1 where it has none (a test's fake, a TLS layer)."""
-    get_extra_info = getattr(transport, "get_extra_info", None)
-    sock = get_extra_info("socket") if get_extra_info is not None else None
-    try:
-        return sock.fileno() if sock is not None else -1
-    except (OSError, ValueError):
-        return -1
 
 
 M = TypeVar("M", bound=Hashable)
@@ -242,11 +231,10 @@ class Cadence:
 class Reader:
     """One websocket connection as the fan-out sees it."""
 
-    __slots__ = ("transport", "fd", "articles", "pending", "__weakref__")
+    __slots__ = ("transport", "articles", "pending", "__weakref__")
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
-        self.fd = _descriptor_of(transport)
         # A tuple, not a set: a reader joins one article or a few, and 100,000 idle readers
         # per machine make every byte here count.
         self.articles: tuple[str, ...] = ()
@@ -428,31 +416,13 @@ class RoomRegistry:
     def _write_all(self, readers: Iterable[Reader], article: str, frame: bytes) -> None:
         high = self.write_buffer_high
         written = 0
-        write = os.write
         # The hot loop of the whole service: keep it to a size check and a write per reader.
-        # A socket with nothing buffered is written directly: the frame goes out in the same one
-        # system call, without asyncio's per-write bookkeeping (a tenth of the cost per frame),
-        # and whatever the socket does not take goes to the transport, which queues it. Only a
-        # transport that is not closing still owns its descriptor: once it closes, the number
-        # may already name another reader's socket.
         for reader in readers:
-            if reader.pending is None:
-                transport = reader.transport
-                buffered = transport.get_write_buffer_size()
-                if buffered == 0 and reader.fd >= 0 and not transport.is_closing():
-                    try:
-                        sent = write(reader.fd, frame)
-                    except BlockingIOError:
-                        sent = 0
-                    except OSError:
-                        continue  # the peer is gone or half closed: its handler drops the reader
-                    if sent == len(frame) or _send(transport, frame[sent:] if sent else frame):
-                        written += 1
-                    continue
-                if buffered < high:
-                    written += _send(transport, frame)
-                    continue
-            self._hold(reader, article, frame)
+            transport = reader.transport
+            if reader.pending is None and transport.get_write_buffer_size() < high:
+                written += _send(transport, frame)
+            else:
+                self._hold(reader, article, frame)
         self.frames_written += written
 
     def _hold(self, reader: Reader, article: str, frame: bytes) -> None:
