@@ -74,6 +74,11 @@ class StoreUnavailable(Exception):
     """The counter store did not answer and this gateway holds no live total to answer with."""
 
 
+def _total_doc(total: CountChanged) -> dict[str, object]:
+    """A total as the REST API answers it (docs/PROTOCOL.md): no delta or time, only the position."""
+    return {"article": total.article, "total": total.total, "seq": total.seq, "epoch": total.epoch}
+
+
 def zero_total(article: str) -> CountChanged:
     """What an article that nobody has clapped for looks like: below every real position."""
     return CountChanged(article, 0, 0, 0, 0, 0)
@@ -356,7 +361,7 @@ class Gateway:
                 total = await self.read_total(article)
             except StoreUnavailable as error:
                 return json_error(503, "unavailable", str(error))
-            return json_response(200, {"article": article, "total": total.total, "seq": total.seq, "epoch": total.epoch})
+            return json_response(200, _total_doc(total))
         if path == "/api/claps":
             return await self._totals(query)
         if path in ("/healthz", "/readyz"):
@@ -420,15 +425,14 @@ class Gateway:
                                                   f"not {len(wanted)}")
         if bad := [a for a in wanted if not is_valid_id(a)]:
             return json_error(400, "bad_request", f"article must match [A-Za-z0-9_-]{{1,64}}: {bad[0][:80]!r}")
+        # Split once, before the reads: an article published or deleted meanwhile is in one list only.
         known = [a for a in wanted if a in self.catalogue]
+        not_found = [a for a in wanted if a not in self.catalogue]
         try:
             totals = await asyncio.gather(*(self.read_total(a) for a in known))
         except StoreUnavailable as error:
             return json_error(503, "unavailable", str(error))
-        return json_response(200, {
-            "totals": [{"article": t.article, "total": t.total, "seq": t.seq, "epoch": t.epoch} for t in totals],
-            "not_found": [a for a in wanted if a not in self.catalogue],
-        })
+        return json_response(200, {"totals": [_total_doc(t) for t in totals], "not_found": not_found})
 
     async def _index_page(self, query: dict[str, list[str]]) -> Response:
         """GET /?page=N: one page of the catalogue, as many articles as one websocket may join, so
