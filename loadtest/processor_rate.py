@@ -46,10 +46,10 @@ PY_SPY = Path(sys.executable).with_name("py-spy")
 PROFILE_PARTS = (
     ("changelog and totals sends (record batches; Faust's producer)",
      ("processor/bulk_send.py", "send_changelog", "ProducerBuffer", "Producer.send", "publish_message")),
-    ("the agent's own work (decode, core.apply, records)", ("processor/app.py", "core/")),
+    ("the counting loop's own work (decode, core.apply, records, acks)", ("processor/app.py", "core/")),
     ("waiting (event loop select)", ("EpollSelector.select",)),
     # Every stack runs under faust's worker entry point, so this one must come last.
-    ("Faust per-event machinery (fetch, dispatch, take buffer)", ("faust/",)),
+    ("Faust's fetch and per-message delivery (processor/intake.py's part included)", ("faust/",)),
 )
 BOOTSTRAP = "127.0.0.1:9092"
 

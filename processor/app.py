@@ -4,9 +4,10 @@ Delivery is at-least-once, made safe by ``core.ledger``: every state record reme
 highest offset it absorbed, so events re-read after a crash count once. Faust's exactly_once
 mode is not used (it has open duplicate bugs upstream) and is not needed.
 
-Events are taken in batches (``take_events``) and each batch goes through one pure step
-(``core.processing.ClapCounter``); the batch's state writes and totals are acknowledged by Kafka
-before Faust acks its events, so committed offsets never run ahead of durable state. A total's
+Claps are taken in batches (``processor.intake``: Faust's consumer, commits and rebalances, without
+its per-event streams) and each batch goes through one pure step (``core.processing.ClapCounter``);
+the batch's state writes and totals are acknowledged by Kafka before its messages are acked, so
+committed offsets never run ahead of durable state. A total's
 position is derived from the log (see ``core.messages.CountChanged``), so a replay after any
 crash announces the same totals at the same positions.
 """
@@ -52,7 +53,7 @@ def kafka_producer() -> Any:
 class BatchedTable(MutableMapping[str, T], Generic[T]):
     """A Faust table (raw byte keys, JSON values) seen as a mapping of str keys to core records.
 
-    Writes are held until :meth:`write_back`, which the agent calls once per batch, before the
+    Writes are held until :meth:`write_back`, which the counting loop calls once per batch, before the
     batch's totals are sent and its events acked: a key changed by many events of a batch costs
     one changelog message, not one per event, and the batch's messages go out as one record
     batch per changelog partition (``processor.bulk_send``).
@@ -125,7 +126,7 @@ config = ProcessorConfig.from_env()
 # the session timeout: after it the member is gone anyway.
 tune_worker_consumers(config.group_instance_id, leave_timeout_s=config.session_timeout_s)
 
-# Faust's app, but for how its consumer hands fetched claps to the agent (processor/delivery.py).
+# Faust's app, but for how its consumer hands fetched claps to the counting loop (processor/delivery.py).
 app = DirectDeliveryApp(
     config.app_id,
     broker=f"kafka://{config.kafka_bootstrap}",
@@ -159,6 +160,7 @@ app = DirectDeliveryApp(
 )
 
 claps_topic = app.topic(config.clap_topic, schema=RawBytesSchema(), partitions=config.partitions)
+claps = app.intake(claps_topic, maxsize=config.stream_buffer)
 counts_topic = app.topic(config.counts_topic, key_serializer="raw", value_serializer="raw", partitions=config.partitions)
 
 # use_partitioner: table keys are routed by ``article_partitioner``, which sends "article:user"
@@ -242,51 +244,60 @@ def tune_worker() -> None:
         app.sensors.remove(app.monitor)
 
 
-@app.agent(claps_topic)
-async def count_claps(stream: faust.StreamT) -> None:
+@app.task
+async def count_claps() -> None:
     tune_worker()
     await wait_for_topic_metadata()
     try:
-        await _count(stream)
+        await _count()
     except (asyncio.CancelledError, GeneratorExit):
         raise
     except BaseException:
-        # Faust acks a batch's events even when the agent body fails, and would commit their
-        # offsets with part of the batch unapplied. Exiting at once, before the next commit,
-        # turns any unexpected failure into a restart that re-reads the batch (idempotently).
+        # Nothing else would restart the counting, and a batch may be half applied. Exiting at
+        # once, before its messages are acked, turns any unexpected failure into a restart that
+        # re-reads the batch (idempotently).
         log.critical("unexpected failure while counting claps; exiting before offsets commit", exc_info=True)
         logging.shutdown()
         os._exit(70)
 
 
-async def _count(stream: faust.StreamT) -> None:
+async def _count() -> None:
     loop = asyncio.get_running_loop()
-    async for events in stream.take_events(config.max_batch, within=config.batch_wait_s):
+    async for messages in claps.batches(config.max_batch, within=config.batch_wait_s):
         taken_at = loop.time()
-        holes.batch_in_progress = True
-        metrics.batches.started()
-        batch = [LogEvent(event.message.partition, event.message.offset, _parse(event)) for event in events]
-        if dropper:
-            batch = dropper.filter(batch)
-        users.begin_batch()
-        tallies.begin_batch()
-        was_catching_up = bool(counter.catching_up)
-        updates = counter.step(batch)
-        if was_catching_up and not counter.catching_up:
-            log.info("caught up with the clap log at epoch %d", config.epoch)
-        sent = await users.write_back()
-        sent += await tallies.write_back()
-        sent += await send_totals(updates)
-        await flush_all_sends(sent)
-        metrics.batches.done(batch, updates, holding=len(counter.catching_up))
-        if counter.holes or holes.first_seen:
-            await holes.reread(counter.holes)
-        holes.batch_in_progress = False
+        try:
+            await _count_batch(messages)
+        except BaseException:
+            claps.release(messages)  # not acked, so not committed: whoever counts next reads them again
+            raise
         # One batch, and so one announcement per article, per window (not window + work).
         pause = pause_before_next_batch(config.window_ms / 1000, config.batch_wait_s, taken_at, loop.time(),
-                                        backlog=len(events) >= config.max_batch or bool(counter.catching_up))
+                                        backlog=len(messages) >= config.max_batch or bool(counter.catching_up))
         if pause:
             await asyncio.sleep(pause)
+
+
+async def _count_batch(messages: list[Any]) -> None:
+    holes.batch_in_progress = True
+    metrics.batches.started()
+    batch = [LogEvent(message.partition, message.offset, _parse(message)) for message in messages]
+    if dropper:
+        batch = dropper.filter(batch)
+    users.begin_batch()
+    tallies.begin_batch()
+    was_catching_up = bool(counter.catching_up)
+    updates = counter.step(batch)
+    if was_catching_up and not counter.catching_up:
+        log.info("caught up with the clap log at epoch %d", config.epoch)
+    sent = await users.write_back()
+    sent += await tallies.write_back()
+    sent += await send_totals(updates)
+    await flush_all_sends(sent)
+    claps.ack(messages)
+    metrics.batches.done(batch, updates, holding=len(counter.catching_up))
+    if counter.holes or holes.first_seen:
+        await holes.reread(counter.holes)
+    holes.batch_in_progress = False
 
 
 async def send_totals(updates: list[CountChanged]) -> list[asyncio.Future]:
@@ -298,11 +309,11 @@ async def send_totals(updates: list[CountChanged]) -> list[asyncio.Future]:
 async def flush_all_sends(sent: list[asyncio.Future]) -> None:
     """Return once every changelog write and total of this batch is acknowledged by Kafka.
 
-    Faust acks a batch's events when the agent asks for the next batch, and may commit their
-    offsets from then on. Its own flush before a commit gives up after 100 ms with writes still
+    The batch's messages are acked right after this returns, and Faust may commit their offsets
+    from then on. Its own flush before a commit gives up after 100 ms with writes still
     buffered, which would commit offsets past state that was never written. Waiting here, once
     per batch, makes "state durable" come before "offsets committable". A record batch that
-    failed raises here, and the agent stops before any commit.
+    failed raises here, and the worker stops before any commit.
     """
     buffer = app.producer.buffer
     while buffer.size:
@@ -328,7 +339,7 @@ class HoleRereader:
     def __init__(self) -> None:
         self.first_seen: dict[int, tuple[int, float]] = {}  # partition -> (hole offset, first seen)
         self.last_seek: dict[int, float] = {}
-        self.batch_in_progress = False  # set by the agent around each batch
+        self.batch_in_progress = False  # set by the counting loop around each batch
         self.expected_at_last_look: dict[int, int] = {}
 
     async def look_at_the_tail(self) -> None:
@@ -446,11 +457,10 @@ async def say_whether_counting_is_live() -> None:
         log.warning("counting status not sent: %r", error)
 
 
-def _parse(event: Any) -> ClapRecorded | None:
+def _parse(message: Any) -> ClapRecorded | None:
     try:
-        return ClapRecorded.from_json(event.value)
+        return ClapRecorded.from_json(message.value)
     except (ValueError, KeyError, TypeError):
-        message = event.message
         log.warning("skipping malformed clap at %s[%d]@%d", message.topic, message.partition, message.offset,
                     extra={"partition": message.partition, "offset": message.offset})
         return None

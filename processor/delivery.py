@@ -19,7 +19,8 @@ or, if a rebalance suspends the flow meanwhile, until the flow resumes. Faust's 
 the flow before it reads the changelogs through this same loop, so that wait ends on its own;
 and a stop cancels the loop as before.
 
-Install it with ``DirectDeliveryApp`` in place of ``faust.App``.
+Install it with ``DirectDeliveryApp`` in place of ``faust.App``. Its ``intake`` takes a topic's
+messages past the streams altogether, in batches (processor/intake.py).
 
 Three more lookups per message go: ``RawBytesSchema`` is the topic schema of bytes in and bytes
 out (Faust's raw codec looks up the app's settings and its codec registry for every key and value,
@@ -36,10 +37,13 @@ from typing import Any, cast
 
 import faust
 from faust.transport import base as transport_base
+from faust.transport.conductor import Conductor
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.transport.producer import ProducerBuffer
 from mode import Service
+
+from processor.intake import ClapIntake
 
 
 class RawBytesSchema(faust.Schema):
@@ -141,14 +145,40 @@ class DirectDeliveryProducer(aiokafka_driver.Producer):
             self.buffer.__class__ = UnthreadedProducerBuffer  # the same buffer, one lookup less
 
 
+class IntakeConductor(Conductor):
+    """Faust's conductor, but a topic with an intake is delivered to it, not to channels."""
+
+    def _build_handler(self, tp: Any, channels: Any) -> Any:
+        intake = cast(DirectDeliveryApp, self.app).intakes.get(tp.topic)
+        if intake is not None:
+            return intake.deliver
+        return super()._build_handler(tp, channels)
+
+
 class DirectDeliveryTransport(aiokafka_driver.Transport):
     Consumer = DirectDeliveryConsumer
     Producer = DirectDeliveryProducer
+    Conductor = IntakeConductor
 
 
 class DirectDeliveryApp(faust.App):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.intakes: dict[str, ClapIntake] = {}
+
     def _new_transport(self) -> transport_base.Transport:
         return DirectDeliveryTransport(self.conf.broker_consumer, self)
+
+    def intake(self, topic: faust.TopicT, maxsize: int) -> ClapIntake:
+        """Subscribe ``topic`` with its messages delivered to a ``ClapIntake``, not to a stream."""
+        (name,) = topic.topics
+        intake = ClapIntake(name, maxsize, consumer=lambda: self.consumer, flow_acquire=self.flow_control.acquire,
+                            flow_active=self.flow_control.is_active,
+                            generation=lambda: self.consumer_generation_id)
+        self.intakes[name] = intake  # also the strong reference flow control's weak set needs
+        self.flow_control.manage_queue(cast(Any, intake))
+        self.topics.add(topic)
+        return intake
 
     @cached_property
     def _event_class(self) -> Any:
