@@ -19,7 +19,7 @@ from gateway.rooms import text_frame
 # -- measured (docs/BENCHMARKS.md) ----------------------------------------------------------------
 FRAMES_PER_GATEWAY_CORE = 75_900  # fanout, distributed, median of 3 runs
 CONNECTIONS_PER_GATEWAY = 18_000  # MAX_CONNECTIONS (under 20,000 open files); platform run held 100,000 on 6
-EVENTS_PER_WORKER = 9_855  # loadtest.processor_rate at 3987941 (heap steward on), one worker, 100 articles: median of 3 paired runs, 2026-12-02
+EVENTS_PER_WORKER = 12_648  # loadtest.processor_rate at a5efcdc (claps past Faust's streams, processor/intake.py), one worker, 100 articles: median of 3 runs paired with 96f0446, 2026-12-02
 # loadtest.hot_article: one article costs a worker the same CPU per event as a hundred, so its
 # ceiling is one worker's.
 HOT_ARTICLE_EVENTS_PER_WORKER = EVENTS_PER_WORKER

@@ -16,15 +16,15 @@ class ProcessorConfig:
     partitions: int = 12
     replication_factor: int = 1
     window_ms: int = 100
-    # How long a batch waits for events. Faust starts that wait only after the previous batch was
-    # applied, so the period is this plus the processing time; 90% of the window keeps the
-    # period near the window (measured: ~10-15 ms of processing per batch under load).
+    # How long a batch waits for events. The wait starts only when the counting loop asks, after
+    # the previous batch was applied (processor.intake, as Faust's take_events), so the loop
+    # pauses for the rest of the window after its work (core.processing.pause_before_next_batch).
     batch_wait_ms: int | None = None
     max_batch: int = 10_000
-    # Events fetched ahead of the agent, per stream: two batches. Faust's default, 4,096, is less
-    # than one: counting a backlog, the buffer filled while a batch was applied, and the fetch
-    # loop then handed over every further event through a task and an asyncio.wait of its own
-    # (1.19x the events/s with 20,000, docs/BENCHMARKS.md §4.5). Fetching pauses at 80 % of it.
+    # Claps fetched ahead of the counting loop (processor.intake): two batches; a full intake
+    # holds the consumer's fetch loop until a batch is taken. With Faust's streams, its default
+    # of 4,096 was less than one batch, and a backlog's every further event was handed over
+    # through a task and a wait of its own (1.19x the events/s with 20,000, BENCHMARKS §4.5).
     stream_buffer: int = 20_000
     # State records kept decoded after a batch writes them, per table, until the next rebalance
     # (processor.recent); 0 reads every record from the store again. A reader's record holds at
@@ -75,9 +75,9 @@ class ProcessorConfig:
 
     @property
     def batch_wait_s(self) -> float:
-        # Half a window: the agent pauses for the rest once a batch is done, so batches come once
-        # per window whenever the work takes less than half of one (core.processing.
-        # pause_before_next_batch); Faust's take adds the work to its wait otherwise.
+        # Half a window: the counting loop pauses for the rest once a batch is done, so batches
+        # come once per window whenever the work takes less than half of one (core.processing.
+        # pause_before_next_batch); the work adds to the period otherwise.
         wait_ms = self.batch_wait_ms if self.batch_wait_ms is not None else self.window_ms * 0.5
         return max(wait_ms, 1) / 1000
 
