@@ -167,6 +167,14 @@ class ClapCounter:
         """Per assigned partition, the offset the next event must have."""
         return dict(self._next_offset)
 
+    def has_applied(self, partition: int, offset: int) -> bool:
+        """Whether the event at ``offset`` of ``partition`` is applied, in this step or before:
+        what the adapter may acknowledge to the log. An event past a hole is not, until the
+        partition is read again from the hole; acknowledged, its offset could be committed and
+        a new owner would never read it."""
+        expected = self._next_offset.get(partition)
+        return not self.offsets_without_holes or expected is None or offset < expected
+
     def delivered_before(self, partition: int, offset: int) -> None:
         """The adapter's fetcher has handed over every record of ``partition`` below ``offset``
         and holds none in flight: one the counter still expects below it was dropped on the

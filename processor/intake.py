@@ -17,8 +17,8 @@ kept:
   generation is left out when a batch is taken, as the streams leave it out. Nothing fetched
   before a rebalance is counted after it: the rebalance's seek reads it again;
 - tracking and acks: a batch is tracked when it is taken, so a rebalance's ``wait_empty`` waits
-  for the batch being counted, and each message is acked after the batch, so offsets are
-  committed only past durable state;
+  for the batch being counted; the messages the counter applied are acked after the batch's state
+  is durable, and the rest released, so offsets are committed only past durable state;
 - back-pressure: a full list makes the fetch loop wait, as a full stream queue does.
 
 A message that waited for room while a rebalance came is dropped, not appended, for the same
@@ -94,8 +94,9 @@ class ClapIntake:
             message.ack(consumer)
 
     def release(self, batch: list[Message]) -> None:
-        """A batch that will not be acked (its counting failed or was cancelled): the consumer
-        stops waiting for it, and its offsets stay uncommitted."""
+        """The messages of ``batch`` not acked (not counted: past a hole, or the counting failed
+        or was cancelled): the consumer stops waiting for them, and their offsets stay
+        uncommitted until they come again and are counted."""
         unacked = self._consumer()._unacked_messages  # Faust's set of tracked messages; no public way out
         for message in batch:
             if not message.acked:

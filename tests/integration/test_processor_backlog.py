@@ -1,6 +1,6 @@
-"""A rebalance that comes while a worker's stream buffer is full of backlog loses and repeats
-nothing, and stalls nobody (processor/delivery.py hands fetched claps to the agent directly while
-the flow runs, and so waits on a full buffer inside the fetch loop itself)."""
+"""A rebalance that comes while a worker's intake is full of backlog loses and repeats nothing,
+and stalls nobody (processor/intake.py: the fetch loop waits on a full intake inside itself, and
+a rebalance clears the intake and drops a delivery that was waiting for room)."""
 from __future__ import annotations
 
 import asyncio
@@ -19,12 +19,12 @@ from tests.support.processes import ServiceProcess
 pytestmark = pytest.mark.services
 
 BOOTSTRAP = "127.0.0.1:9092"
-# 120,000 events: many times Faust's stream buffer (4,096) per worker, so that the buffers are still
-# full once the backlog is written, however fast the workers count meanwhile (40,000 was not
-# enough once the heap steward made a worker 1.14-1.42x as fast: 15,864 claps were left once).
-ARTICLES, USERS = 40, 3000
-# Faust's default, smaller than the workers' own (processor/config.py), so that the buffers are
-# certainly full: the fetch loop then waits on each delivery, which is the case under test.
+# 240,000 events, written before the workers start, so that they are far behind when the rebalance
+# comes however fast they count. (Written while they counted, 120,000 were not enough once the
+# intake made a worker about twice as fast: 22,180 claps were left once.)
+ARTICLES, USERS = 40, 6000
+# Smaller than the workers' own (processor/config.py), so that the intakes are certainly full:
+# the fetch loop then waits on each delivery, which is the case under test.
 STREAM_BUFFER = 4096
 
 
@@ -65,6 +65,7 @@ async def test_a_rebalance_while_the_stream_buffer_is_full_counts_every_clap_onc
     totals = Totals(env["COUNTS_TOPIC"])
     await totals.consumer.start()
     try:
+        expected = await produce_backlog(env["CLAP_TOPIC"], ARTICLES, USERS)  # counts of 1 to 5
         workers = [start_processor(pipeline, f"backlog-worker-{n}", log_dir, PROCESSOR_INSTANCE_ID=f"backlog-{n}",
                                    PROCESSOR_STREAM_BUFFER=str(STREAM_BUFFER))
                    for n in (1, 2)]
@@ -73,11 +74,10 @@ async def test_a_rebalance_while_the_stream_buffer_is_full_counts_every_clap_onc
         staying, leaving = workers
         await asyncio.sleep(3)
         assert env["CLAP_TOPIC"] in leaving.log_text()  # its assignment: the leaver holds clap partitions
-        expected = await produce_backlog(env["CLAP_TOPIC"], ARTICLES, USERS)  # counts of 1 to 5
         await totals.read_for(0.5)
         behind = sum(expected.values()) - sum(totals.totals().values())
-        # Events average 3 claps: far more events left than both stream buffers hold, so the
-        # fetch loops wait on full buffers now.
+        # Events average 3 claps: far more events left than both intakes hold, so the fetch
+        # loops wait on full intakes now.
         assert behind > 3 * 2 * STREAM_BUFFER, f"only {behind} claps left; the backlog was counted before the rebalance"
         leaving.stop()  # a clean stop leaves the group at once: the rebalance comes now, and
         # the staying worker's partitions and the leaver's are all counted by the staying one

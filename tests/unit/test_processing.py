@@ -277,6 +277,16 @@ def test_a_delivery_that_skips_events_applies_nothing_past_the_hole_until_they_a
     assert counter.holes == {}
 
 
+def test_only_applied_events_may_be_acknowledged_so_no_commit_passes_a_hole():
+    log = [LogEvent(0, i, clap(user=f"u{i}", clap_id=str(i))) for i in range(10)]
+    counter, _ = hole_guarded_counter({0: 10})
+    counter.step(log[:3] + log[6:])  # 3-5 were never delivered
+    assert [e.offset for e in log if counter.has_applied(0, e.offset)] == [0, 1, 2]
+    counter.step(log[3:])  # read again from the hole: everything is applied now
+    assert all(counter.has_applied(0, e.offset) for e in log)
+    assert counter.has_applied(7, 123)  # a partition not assigned yet is not guarded
+
+
 def test_a_redelivery_below_the_expected_offset_is_not_a_hole():
     log = [LogEvent(0, i, clap(user=f"u{i}", clap_id=str(i))) for i in range(6)]
     counter, articles = hole_guarded_counter({0: 6})
