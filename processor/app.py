@@ -21,7 +21,6 @@ from typing import Any, Generic, TypeVar
 
 import faust
 import orjson
-from faust.types import TP
 
 from core.counting import SAY_EVERY_MS, counting_states
 from core.ledger import ArticleTally, UserClaps
@@ -35,6 +34,7 @@ from processor.bulk_send import TableWriter, send_by_partition
 from processor.config import ProcessorConfig
 from processor.delivery import DirectDeliveryApp, RawBytesSchema
 from processor.fault_injection import DeliveryDropper
+from processor.holes import HoleRereader
 from processor.membership import tune_worker_consumers
 from processor.readiness import add_ready_page, observe
 from processor.recent import RecentRecords
@@ -301,7 +301,7 @@ async def _count_batch(messages: list[Any]) -> None:
     claps.release(messages)  # the rest: a rebalance need not wait for them
     metrics.batches.done(batch, updates, holding=len(counter.catching_up))
     if counter.holes or holes.first_seen:
-        await holes.reread(counter.holes)
+        await holes.reread()
     holes.batch_in_progress = False
 
 
@@ -327,79 +327,8 @@ async def flush_all_sends(sent: list[asyncio.Future]) -> None:
     await app.producer.flush()
 
 
-class HoleRereader:
-    """Reads a clap partition again from the first offset its delivery skipped.
-
-    The counter applies nothing past a hole, and Faust commits no offset past an event it never
-    delivered, so the hole is only a delay. A seek can be undone by records the fetcher had
-    already taken past it, so it is repeated (at most once a second per partition) until the
-    hole is filled. A hole the log can no longer fill (retention deleted it) is skipped with an
-    error; one that stays open for ``give_up_after_s`` ends the worker before it commits, so
-    that its restart reads from the committed offset.
-    """
-
-    seek_every_s = 1.0
-    give_up_after_s = 60.0
-
-    def __init__(self) -> None:
-        self.first_seen: dict[int, tuple[int, float]] = {}  # partition -> (hole offset, first seen)
-        self.last_seek: dict[int, float] = {}
-        self.batch_in_progress = False  # set by the counting loop around each batch
-        self.expected_at_last_look: dict[int, int] = {}
-
-    async def look_at_the_tail(self) -> None:
-        """A hole at the end of a delivery has no later event to reveal it: a partition whose
-        counting has not moved since the last look while the fetcher is past it lost records."""
-        if app.rebalancing or self.batch_in_progress:
-            # Records wait in the consumer while a rebalance restores tables, and a batch can wait
-            # out a stalled broker in its flush: counting that has not moved is not a hole then.
-            self.expected_at_last_look = {}
-            return
-        expected = counter.expected_offsets
-        for partition, offset in expected.items():
-            if self.expected_at_last_look.get(partition) != offset:
-                continue
-            try:
-                fetched_to = await app.consumer.position(TP(config.clap_topic, partition))
-            except Exception:  # a rebalance took the partition meanwhile: the next look sees it
-                continue
-            if fetched_to is not None:
-                counter.delivered_before(partition, fetched_to)
-        self.expected_at_last_look = expected
-        if counter.holes:
-            await self.reread(counter.holes)
-
-    async def reread(self, open_holes: dict[int, int]) -> None:
-        now = asyncio.get_running_loop().time()
-        for partition, (offset, first) in list(self.first_seen.items()):
-            if open_holes.get(partition) != offset:
-                log.info("hole at offset %d of clap partition %d filled after %.1f s", offset, partition, now - first)
-                del self.first_seen[partition]
-                self.last_seek.pop(partition, None)
-        for partition, offset in open_holes.items():
-            if now - self.last_seek.get(partition, -self.seek_every_s) < self.seek_every_s:
-                continue
-            _, first = self.first_seen.setdefault(partition, (offset, now))
-            if now - first > self.give_up_after_s:
-                log.critical("clap partition %d still misses offset %d after %.0f s; exiting before offsets commit",
-                             partition, offset, now - first)
-                logging.shutdown()
-                os._exit(70)
-            tp = TP(config.clap_topic, partition)
-            start = (await app.consumer.earliest_offsets(tp)).get(tp, 0)
-            if start > offset:
-                log.error("clap partition %d lost offsets %d-%d to retention before they were counted",
-                          partition, offset, start - 1, extra={"partition": partition, "offset": offset})
-                counter.read_from(partition, start)
-                offset = start
-            log.warning("delivery of clap partition %d skipped from offset %d; reading it again", partition, offset,
-                        extra={"partition": partition, "offset": offset})
-            # In the consumer's own thread, as Faust's recovery seeks; it resets the read offset too.
-            await app.consumer.seek_wait({tp: offset})
-            self.last_seek[partition] = now
-
-
-holes = HoleRereader()
+holes = HoleRereader(counter, config.clap_topic, lambda: app.consumer, rebalancing=lambda: app.rebalancing,
+                     clock=lambda: asyncio.get_running_loop().time())
 dropper = DeliveryDropper(config.test_drop_once)
 
 
