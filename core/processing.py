@@ -129,7 +129,11 @@ class ClapCounter:
 
     def assign(self, partition: int, end_offset: int, next_offset: int = 0) -> None:
         """This worker now owns ``partition``: it will read from ``next_offset``, and the log
-        ended at ``end_offset`` (exclusive) when it was assigned."""
+        ended at ``end_offset`` (exclusive) when it was assigned.
+
+        ``next_offset`` is where the partition's delivery starts for certain: the committed offset
+        (or the log's start if none was committed), not the fetcher's position, which may
+        already be past records fetched and dropped around the rebalance."""
         self._next_offset[partition] = next_offset
         self._holes.pop(partition, None)
         if next_offset >= end_offset:
@@ -172,8 +176,10 @@ class ClapCounter:
         what the adapter may acknowledge to the log. An event past a hole is not, until the
         partition is read again from the hole; acknowledged, its offset could be committed and
         a new owner would never read it."""
+        if not self.offsets_without_holes:
+            return True
         expected = self._next_offset.get(partition)
-        return not self.offsets_without_holes or expected is None or offset < expected
+        return expected is not None and offset < expected
 
     def delivered_before(self, partition: int, offset: int) -> None:
         """The adapter's fetcher has handed over every record of ``partition`` below ``offset``
@@ -222,9 +228,15 @@ class ClapCounter:
         offsets. One above it means events in between were skipped: it waits, with every later
         one, until the adapter has read the partition again from the hole.
         """
-        expected = self._next_offset.get(event.partition)
-        if not self.offsets_without_holes or expected is None:
+        if not self.offsets_without_holes:
             return True
+        expected = self._next_offset.get(event.partition)
+        if expected is None:
+            # Not assigned yet: where its delivery must start is not known, so nothing of it is
+            # applied (the ledger keeps only each record's highest offset, so an event applied
+            # ahead of an earlier one makes the earlier one look like a replay). Once assigned at
+            # the committed offset, the hole this leaves is read again.
+            return False
         if event.offset > expected:
             self._holes[event.partition] = expected
             return False
