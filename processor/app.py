@@ -379,7 +379,7 @@ async def keep_the_heap() -> None:
         log.error("heap steward stopped; CPython's own collector runs from now on", exc_info=True)
 
 
-@app.timer(interval=2.0)
+@app.timer(interval=HoleRereader.look_every_s)
 async def look_for_a_hole_at_the_tail() -> None:
     await holes.look_at_the_tail()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -47,6 +48,13 @@ def _exit_before_commit() -> None:
 class HoleRereader:
     seek_every_s = 1.0
     give_up_after_s = 60.0
+    # How often the adapter looks at the tail (``look_at_the_tail``), and in how many looks in a
+    # row a partition's counting must not have moved: a tail hole is found after 1.0-1.5 s. A
+    # takeover's first records can be such a hole, and looks every 2 s made a takeover take
+    # 4.2-6.7 s (BENCHMARKS §6); a single 0.5 s look also took a loop stalled for half a second
+    # under load for a hole (a needless, harmless seek).
+    look_every_s = 0.5
+    looks_unmoved = 2
 
     def __init__(
         self,
@@ -67,19 +75,21 @@ class HoleRereader:
         self.first_seen: dict[int, tuple[int, float]] = {}  # partition -> (hole offset, first seen)
         self.last_seek: dict[int, float] = {}
         self.batch_in_progress = False  # set by the counting loop around each batch
-        self.expected_at_last_look: dict[int, int] = {}
+        self.earlier_looks: deque[dict[int, int]] = deque(maxlen=self.looks_unmoved)
 
     async def look_at_the_tail(self) -> None:
         """A hole at the end of a delivery has no later event to reveal it: a partition whose
-        counting has not moved since the last look while the fetcher is past it lost records."""
+        counting has not moved in ``looks_unmoved`` looks while the fetcher is past it lost
+        records."""
         if self._rebalancing() or self.batch_in_progress:
             # Records wait in the consumer while a rebalance restores tables, and a batch can wait
             # out a stalled broker in its flush: counting that has not moved is not a hole then.
-            self.expected_at_last_look = {}
+            self.earlier_looks.clear()
             return
         expected = self.counter.expected_offsets
+        full = len(self.earlier_looks) == self.looks_unmoved
         for partition, offset in expected.items():
-            if self.expected_at_last_look.get(partition) != offset:
+            if not full or any(look.get(partition) != offset for look in self.earlier_looks):
                 continue
             try:
                 fetched_to = await self._consumer().position(TP(self.topic, partition))
@@ -87,7 +97,7 @@ class HoleRereader:
                 continue
             if fetched_to is not None and self.counter.expected_offsets.get(partition) == offset:
                 self.counter.delivered_before(partition, fetched_to)
-        self.expected_at_last_look = expected
+        self.earlier_looks.append(expected)
         if self.counter.holes:
             await self.reread()
 

@@ -31,7 +31,9 @@ class Consumer:
         return {tp: self.earliest for tp in partitions}
 
     async def position(self, tp: TP) -> int | None:
-        return None
+        return self.fetched_to
+
+    fetched_to: int | None = None
 
     async def seek_wait(self, partitions: dict[TP, int]) -> None:
         for tp, offset in partitions.items():
@@ -126,3 +128,29 @@ async def test_a_hole_that_retention_deleted_is_skipped_and_reading_goes_on_from
     await holes.reread()
     assert consumer.seeks == [(8, 7)]
     assert counter.expected_offsets[8] == 7 and counter.holes == {}
+
+
+async def test_a_hole_at_the_tail_is_found_once_the_counting_has_stood_still_for_two_looks():
+    users: dict[str, UserClaps] = {}
+    counter = ClapCounter(users, {}, epoch=1, offsets_without_holes=True)
+    counter.assign(3, end_offset=10, next_offset=4)  # a takeover: 4-9 fetched, then dropped
+    consumer, now, gave_up = Consumer({3}), [100.0], []
+    consumer.fetched_to = 10
+    holes = rereader(counter, consumer, now, gave_up)
+    await holes.look_at_the_tail()
+    await holes.look_at_the_tail()
+    assert consumer.seeks == [] and counter.holes == {}  # not yet: a loop may stall this long
+    await holes.look_at_the_tail()
+    assert counter.holes == {3: 4} and consumer.seeks == [(3, 4)]
+
+
+async def test_counting_that_moves_between_looks_is_no_hole():
+    counter = ClapCounter({}, {}, epoch=1, offsets_without_holes=True)
+    counter.assign(3, end_offset=10, next_offset=4)
+    consumer, now, gave_up = Consumer({3}), [100.0], []
+    consumer.fetched_to = 10
+    holes = rereader(counter, consumer, now, gave_up)
+    for offset in range(4, 8):
+        await holes.look_at_the_tail()
+        counter.step([LogEvent(3, offset, ClapRecorded("a1", f"u{offset}", 1, f"c{offset}", 1_000))])
+    assert counter.holes == {} and consumer.seeks == []
