@@ -209,10 +209,9 @@ async def hold_until_caught_up(sender: Any, assigned: set, **kwargs: Any) -> Non
     starts = await committed_offsets(mine)
     behind = {}
     for tp in mine:
-        next_offset = starts[tp]
-        counter.assign(tp.partition, ends[tp], next_offset)
-        if next_offset < ends[tp]:
-            behind[tp.partition] = (next_offset, ends[tp])
+        counter.assign(tp.partition, ends[tp], starts[tp])
+        if starts[tp] < ends[tp]:
+            behind[tp.partition] = (starts[tp], ends[tp])
     if behind:
         log.info("catching up on partitions (next offset, end offset): %s", behind)
 

@@ -23,6 +23,7 @@ class Consumer:
         self.assigned = set(assigned)
         self.seeks: list[tuple[int, int]] = []
         self.earliest = 0
+        self.fetched_to: int | None = None  # the fetcher's position, for the tail looks
         self.while_answering = lambda: None  # what happens while the broker answers a lookup
 
     async def earliest_offsets(self, *partitions: TP) -> dict[TP, int]:
@@ -32,8 +33,6 @@ class Consumer:
 
     async def position(self, tp: TP) -> int | None:
         return self.fetched_to
-
-    fetched_to: int | None = None
 
     async def seek_wait(self, partitions: dict[TP, int]) -> None:
         for tp, offset in partitions.items():
