@@ -130,6 +130,10 @@ class Metrics:
             "gateway_count_age_seconds", "From the newest clap in a total reaching a gateway to this gateway "
             "receiving the total: how far behind the claps the counts its readers see are, before fan-out",
             buckets=COUNT_AGE_BUCKETS_S, registry=self.registry)
+        self.append_seconds = Histogram(
+            "gateway_clap_append_seconds", "From a clap handed to the clap log to it being durable there "
+            "(acked by Kafka's in-sync replicas, or fsynced embedded): the wait before its ack",
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5), registry=self.registry)
         self.gc_sweeps = Counter("gateway_gc_sweeps", "Full collections of the frozen heap (observability/heap.py)",
                                  registry=self.registry)
 
@@ -787,11 +791,13 @@ class Gateway:
         else:
             event = ClapRecorded(message.article, user, message.count, message.clap_id, now_ms)
         append = asyncio.ensure_future(self.clap_log.append(event))
-        self.appends.watch(append, append.get_loop().time())
-        append.add_done_callback(partial(self._appended, connection, event, inflight))
+        began = append.get_loop().time()
+        self.appends.watch(append, began)
+        append.add_done_callback(partial(self._appended, connection, event, inflight, began))
 
     def _appended(
-        self, connection: ServerConnection, event: ClapRecorded, inflight: asyncio.Semaphore, append: asyncio.Future[int]
+        self, connection: ServerConnection, event: ClapRecorded, inflight: asyncio.Semaphore, began: float,
+        append: asyncio.Future[int],
     ) -> None:
         inflight.release()
         if append.cancelled():
@@ -807,6 +813,7 @@ class Gateway:
             )
             return
         self.outages.recovered(CLAP_LOG)
+        self.metrics.append_seconds.observe(append.get_loop().time() - began)
         self.metrics.claps_acked.inc()
         # seq: this clap is in every total of its article at this seq or above, in any epoch.
         self._send_now(connection, orjson.dumps({"type": "ack", "id": event.clap_id, "seq": append.result() + 1}))

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from loadtest.httpclient import HttpError, request_body
 
 GATEWAY_AGE = "gateway_count_age_seconds"
+GATEWAY_APPEND = "gateway_clap_append_seconds"  # a clap handed to the log -> durable there
 DURABLE_AGE = "projector_count_age_seconds"
 PROJECTOR_METRICS_URL = f"http://127.0.0.1:{os.environ.get('PROJECTOR_METRICS_PORT', '9102')}/metrics"
 
@@ -79,11 +80,12 @@ class FreshnessProbe:
 
     async def start(self) -> None:
         self.before = {GATEWAY_AGE: await read_buckets(self.gateways, GATEWAY_AGE),
+                       GATEWAY_APPEND: await read_buckets(self.gateways, GATEWAY_APPEND),
                        DURABLE_AGE: await read_buckets(self.projector, DURABLE_AGE)}
 
     async def result(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name, urls in ((GATEWAY_AGE, self.gateways), (DURABLE_AGE, self.projector)):
+        for name, urls in ((GATEWAY_AGE, self.gateways), (GATEWAY_APPEND, self.gateways), (DURABLE_AGE, self.projector)):
             run = difference(await read_buckets(urls, name), self.before.get(name, {}))
             count = max(run.values(), default=0.0)
             if count <= 0:

@@ -21,7 +21,7 @@ from loadtest.articles import ArticleMix, run_prefix
 from loadtest.calibrate import calibrate
 from loadtest.clap_latency import EXACT, LOWER, UPPER
 from loadtest.clappers import ClapperFleet, ClapPlan, Ledger
-from loadtest.freshness import DURABLE_AGE, GATEWAY_AGE, PROJECTOR_METRICS_URL, FreshnessProbe
+from loadtest.freshness import DURABLE_AGE, GATEWAY_AGE, GATEWAY_APPEND, PROJECTOR_METRICS_URL, FreshnessProbe
 from loadtest.httpclient import HttpError, fetch_totals, request_body, request_json
 from loadtest.procmon import ProcMonitor, all_processes_cpu, busiest_between
 from loadtest.plans import ReaderPlan, Target
@@ -707,6 +707,10 @@ def _totals_check(run: Run, phase: dict[str, Any]) -> None:
         if age:
             run.check(f"count age p50 / p99 ms {stage} (a clap reaching a gateway to its total {stage})",
                       f"{age['p50_ms']} / {age['p99_ms']} ({age['totals']:,} totals)", "report", None)
+    append = phase.get("count_age", {}).get(GATEWAY_APPEND)
+    if append:
+        run.check("clap append p50 / p99 ms at the gateways (handed to the clap log to durable there)",
+                  f"{append['p50_ms']} / {append['p99_ms']} ({append['totals']:,} claps)", "report", None)
 
 
 def _reader_checks(run: Run, phase: dict[str, Any], *, strict: bool) -> None:
