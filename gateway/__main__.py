@@ -52,13 +52,9 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
         elif config.mode == "distributed":
             from gateway.feed import PartitionedCountFeed
             from gateway.kafka_adapters import KafkaClapLog, KafkaPresenceBus
-            from gateway.threaded import ClapLogOnThread, CountFeedOnThread
             from projector.cassandra_store import CassandraCounterStore
 
-            def kafka_clap_log() -> KafkaClapLog:
-                return KafkaClapLog(config.kafka_bootstrap, config.clap_topic, max_batch_bytes=config.clap_log_batch_bytes)
-
-            clap_log = ClapLogOnThread(kafka_clap_log, name="clap-log-kafka") if config.clap_log_thread else kafka_clap_log()
+            clap_log = KafkaClapLog(config.kafka_bootstrap, config.clap_topic, max_batch_bytes=config.clap_log_batch_bytes)
             await clap_log.start()
             stack.push_async_callback(clap_log.close)
             store = CassandraCounterStore(
@@ -67,14 +63,7 @@ async def run(config: GatewayConfig, stop: asyncio.Event) -> None:
             )
             await store.start()
             stack.push_async_callback(store.close)
-            def count_feed() -> PartitionedCountFeed:
-                return PartitionedCountFeed(config.kafka_bootstrap, config.counts_topic)
-
-            if config.count_feed_thread:
-                feed = CountFeedOnThread(count_feed, name="count-feed-kafka")
-                await feed.start()
-            else:
-                feed = count_feed()
+            feed = PartitionedCountFeed(config.kafka_bootstrap, config.counts_topic)
             stack.push_async_callback(feed.close)
             presence_bus = KafkaPresenceBus(config.kafka_bootstrap, config.presence_topic)
             stack.push_async_callback(presence_bus.close)

@@ -93,10 +93,6 @@ class GatewayConfig:
     # The largest record batch the gateway's Kafka producer sends for one partition per round trip
     # (gateway/kafka_adapters.py): a hot article's claps all go to one partition.
     clap_log_batch_bytes: int = 256 * 1024
-    # Run the Kafka producer of claps and the consumer of totals each on a loop of its own thread
-    # (gateway/threaded.py), so a broker's answers are not read behind a hot room's fan-out.
-    clap_log_thread: bool = True
-    count_feed_thread: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> GatewayConfig:
@@ -147,8 +143,6 @@ class GatewayConfig:
             cadence_floor=float(env.get("CLAP_CADENCE_FLOOR", cls.cadence_floor)),
             gil_switch_interval_s=float(env.get("CLAP_GIL_SWITCH_INTERVAL_S", cls.gil_switch_interval_s)),
             clap_log_batch_bytes=int(env.get("CLAP_LOG_BATCH_BYTES", cls.clap_log_batch_bytes)),
-            clap_log_thread=_flag(env.get("CLAP_LOG_THREAD"), cls.clap_log_thread),
-            count_feed_thread=_flag(env.get("CLAP_FEED_THREAD"), cls.count_feed_thread),
         )
 
     def with_stored_credentials(self) -> GatewayConfig:
@@ -196,10 +190,3 @@ def read_or_create_secret(path: Path) -> str:
     finally:
         temporary.unlink(missing_ok=True)
     return path.read_text().strip()
-
-
-def _flag(value: str | None, default: bool) -> bool:
-    """An on/off setting: 0, false, no or off turn it off; anything else on; unset, the default."""
-    if value is None or not value.strip():
-        return default
-    return value.strip().lower() not in ("0", "false", "no", "off")

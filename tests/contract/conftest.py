@@ -46,7 +46,7 @@ async def _read_kafka(topic: str, expected: int) -> list[ClapRecorded]:
     return events
 
 
-@pytest.fixture(params=["embedded", "distributed", "distributed-on-thread"])
+@pytest.fixture(params=["embedded", "distributed"])
 async def clap_log(request, tmp_path) -> AsyncIterator[LogUnderTest]:
     if request.param == "embedded":
         from embedded.file_log import FileClapLog
@@ -63,12 +63,7 @@ async def clap_log(request, tmp_path) -> AsyncIterator[LogUnderTest]:
 
         topic = f"contract-claps-{uuid.uuid4().hex[:8]}"
         await create_topic(topic)
-        if request.param == "distributed":
-            log = KafkaClapLog(BOOTSTRAP, topic)
-        else:  # as the gateway runs it: the producer on a loop of its own thread
-            from gateway.threaded import ClapLogOnThread
-
-            log = ClapLogOnThread(lambda: KafkaClapLog(BOOTSTRAP, topic))
+        log = KafkaClapLog(BOOTSTRAP, topic)
         await log.start()
         yield LogUnderTest(log, lambda expected: _read_kafka(topic, expected))
     await log.close()
