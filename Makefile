@@ -65,11 +65,16 @@ run: runtime
 	@echo "embedded clap service: data in ./data, Ctrl-C stops it"
 	PORT=$(PORT) $(PY) -m gateway
 
+# On one machine the durable projection (Cassandra, the projector) yields the CPU to the realtime
+# path (gateway, Kafka, processor): its rows may trail by a batch, a reader's count may not.
+# Paired runs: BENCHMARKS §4.9. In Kubernetes each pod has its own CPU requests instead.
+DURABLE_NICE ?= 10
+
 up: runtime
-	$(SERVICES) up
+	CLAP_CASSANDRA_NICE=$(DURABLE_NICE) $(SERVICES) up
 	$(DIST_ENV) $(PY) -m processor.topics
 	$(PROC) start processor $(LOGS)/processor.log -- env $(DIST_ENV) $(PY) -m processor worker -l info || true
-	$(PROC) start projector $(LOGS)/projector.log -- env $(DIST_ENV) $(PY) -m projector || true
+	$(PROC) start projector $(LOGS)/projector.log -- nice -n $(DURABLE_NICE) env $(DIST_ENV) $(PY) -m projector || true
 	$(PROC) start gateway $(LOGS)/gateway.log -- env $(DIST_ENV) PORT=$(PORT) $(PY) -m gateway || true
 	@# Return only when every service is ready: the processor has restored its tables (GET /ready),
 	@# the projector consumes (its log line since its last start), the gateway takes readers.

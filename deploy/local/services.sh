@@ -15,6 +15,7 @@
 #   CLAP_JAVA      java binary (17+)       default: java on PATH
 #   CLAP_KAFKA_HEAP / CLAP_CASSANDRA_HEAP  default 512m / 1G
 #   CLAP_KAFKA_TIMEOUT / CLAP_CASSANDRA_TIMEOUT  seconds to become healthy, default 120 / 240
+#   CLAP_CASSANDRA_NICE  CPU niceness of Cassandra, default 0; `make up` runs it at 10 (see there)
 #   CLAP_KAFKA_PORT / CLAP_KAFKA_CONTROLLER_PORT  Kafka's client / KRaft ports, default 9092 / 9093
 #                  (with a CLAP_RUN_DIR of its own, a second broker beside the usual one)
 set -euo pipefail
@@ -245,7 +246,7 @@ cassandra_start() {
   # settle wait, shorten the ring delay and create the default superuser at once.
   # On OutOfMemoryError: one heap dump (a fixed file name, so at most one), then exit rather
   # than limp on with possibly corrupt state (Cassandra's own startup check asks for this).
-  ( cd "$CASSANDRA_DIR" && exec nohup "$JAVA" @"$CLAP_DEPLOY/cassandra/jvm17.args" \
+  ( cd "$CASSANDRA_DIR" && exec nohup nice -n "${CLAP_CASSANDRA_NICE:-0}" "$JAVA" @"$CLAP_DEPLOY/cassandra/jvm17.args" \
       -Xms"$CASSANDRA_HEAP" -Xmx"$CASSANDRA_HEAP" -XX:ParallelGCThreads=2 -XX:ConcGCThreads=1 \
       -XX:+ExitOnOutOfMemoryError -XX:HeapDumpPath="$CASSANDRA_DIR/oom.hprof" \
       -XX:ErrorFile="$CLAP_LOG_DIR/cassandra-hs_err_pid%p.log" \
