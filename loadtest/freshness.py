@@ -1,9 +1,10 @@
 """How far behind the claps the counts were during a run, by stage, from the services' own
 histograms (observability/freshness.py): a clap reaching a gateway -> its total at a gateway
 (``gateway_count_age_seconds``: the log, the processor and the fan-out topic), and -> its total in
-Cassandra (``projector_count_age_seconds``). Read before and after the run; the difference is the
-run's. Beside the per-clap latency to readers it says which stage holds the time: the gateway's
-age is everything before the fan-out pass.
+Cassandra (``projector_count_age_seconds``); and the first step of both, a clap handed to the
+clap log -> durable there (``gateway_clap_append_seconds``). Read before and after the run; the
+difference is the run's. Beside the per-clap latency to readers it says which stage holds the
+time: the gateway's age is everything before the fan-out pass, the append included.
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ async def read_buckets(urls: list[str], family_name: str) -> Buckets:
 
 
 class FreshnessProbe:
-    """Snapshots of both histograms; ``result`` is what happened between the two."""
+    """Snapshots of the three histograms; ``result`` is what happened between the two."""
 
     def __init__(self, gateway_metrics_urls: list[str], projector_metrics_url: str | None) -> None:
         self.gateways = gateway_metrics_urls
