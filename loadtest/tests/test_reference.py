@@ -59,9 +59,14 @@ async def test_the_reference_speaks_the_public_contract(tmp_path: Path) -> None:
             assert (await next_of(anonymous, "error"))["code"] == "unauthenticated"
             await anonymous.send("not json")
             assert (await next_of(anonymous, "error"))["code"] == "bad_request"
-            count = await next_of(ws, "count")  # the window's announcement
-            assert (count["total"], count["seq"], count["epoch"], count["delta"]) == (50, 3, 1, 50)
-            assert abs(count["at"] - time.time() * 1000) < 2000
+            # The windows' announcements: one, or more if a window ended between the claps above.
+            counts = [await next_of(ws, "count")]
+            while counts[-1]["seq"] < 3:
+                counts.append(await next_of(ws, "count"))
+            assert [(c["total"], c["epoch"]) for c in counts] == [(50, 1)] * len(counts)  # the retry and the cap add nothing
+            assert sum(c["delta"] for c in counts) == 50 and counts[-1]["seq"] == 3
+            assert [c["seq"] for c in counts] == sorted({c["seq"] for c in counts})
+            assert abs(counts[-1]["at"] - time.time() * 1000) < 2000
         stored = await request_json("GET", f"{server.base_url}/api/articles/ref-a/claps")
         assert stored == {"article": "ref-a", "total": 50, "seq": 3, "epoch": 1}
         many = [f"unread-{i}" for i in range(249)] + ["ref-a"]  # three requests of at most 100
