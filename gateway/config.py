@@ -83,6 +83,12 @@ class GatewayConfig:
     # on this loop, and 250 (about 4 ms of writes) cut the hot room's p99 by a third; distributed,
     # only acks and the feed do, and 1,000 serves a quarter more frames per core (BENCHMARKS §2.3).
     fanout_chunk: int = 1000  # CLAP_FANOUT_CHUNK; EMBEDDED_FANOUT_CHUNK when CLAP_MODE=embedded
+    # Loop turns a pass gives away between its chunks. What I/O wakes moves one await per turn: a
+    # Kafka answer goes from the connection's reader task to the request's task to the sender and
+    # the clap's ack, five turns before the next batch leaves. With one turn between chunks each
+    # step waited a whole chunk of writes (a `make up` append took 70-170 ms, p50); an idle turn
+    # costs microseconds against a chunk's milliseconds (BENCHMARKS §4.10).
+    fanout_yields: int = 12  # CLAP_FANOUT_YIELDS
     # The fewest updates a second a reader of a large room should get: a gateway whose room is near
     # it (passes over 80 % of its interval) takes no new connections (/readyz, gateway/rooms.py).
     cadence_floor: float = 4.0
@@ -140,6 +146,7 @@ class GatewayConfig:
             gc_sweep_every_s=float(env.get("CLAP_GC_SWEEP_EVERY_S", cls.gc_sweep_every_s)),
             fanout_chunk=int(env.get("CLAP_FANOUT_CHUNK", EMBEDDED_FANOUT_CHUNK
                                      if env.get("CLAP_MODE", cls.mode) == "embedded" else cls.fanout_chunk)),
+            fanout_yields=max(1, int(env.get("CLAP_FANOUT_YIELDS", cls.fanout_yields))),
             cadence_floor=float(env.get("CLAP_CADENCE_FLOOR", cls.cadence_floor)),
             gil_switch_interval_s=float(env.get("CLAP_GIL_SWITCH_INTERVAL_S", cls.gil_switch_interval_s)),
             clap_log_batch_bytes=int(env.get("CLAP_LOG_BATCH_BYTES", cls.clap_log_batch_bytes)),

@@ -265,6 +265,7 @@ class RoomRegistry:
         *,
         write_buffer_high: int = 64 * 1024,
         chunk: int = 1000,
+        yields: int = 1,
         encode: Callable[[CountChanged], bytes] | None = None,
         clock: Callable[[], float] = time.monotonic,
         floor: float = SLOWEST_UPDATES_PER_SECOND,
@@ -279,6 +280,7 @@ class RoomRegistry:
         self._on_close = on_close
         self.write_buffer_high = write_buffer_high
         self.chunk = chunk
+        self.yields = yields  # loop turns between a pass's chunks (GatewayConfig.fanout_yields)
         self._encode = encode or (lambda update: update.to_json())
         self._clock = clock
         self.floor = floor
@@ -342,9 +344,10 @@ class RoomRegistry:
         Returns how many readers the room holds (each gets it, written or queued). Updates for
         articles without a reader here are dropped: this gateway has nobody to tell. A room of up
         to ``chunk`` readers is written at once. A larger one is written one chunk now and the
-        rest by a pass that yields to the event loop between chunks, so one hot article does not
-        hold up acks, joins and other rooms; a newer total arriving meanwhile becomes the frame
-        for the rest of that pass and for those it already passed (see ``Rotation``).
+        rest by a pass that gives the event loop ``yields`` turns between chunks, so one hot
+        article does not hold up acks, joins and other rooms; a newer total arriving meanwhile
+        becomes the frame for the rest of that pass and for those it already passed (see
+        ``Rotation``).
         """
         room = self.rooms.get(update.article)
         if room is None:
@@ -376,11 +379,18 @@ class RoomRegistry:
             while room.readers.due:
                 self._serve_chunk(room)
                 if room.readers.due:
-                    await asyncio.sleep(0)
+                    await self.let_loop_run()
         except Exception:
             log.exception("fan-out pass of %s failed; the next total starts a new one", room.article)
         finally:
             room.serving = None
+
+    async def let_loop_run(self) -> None:
+        """Between two chunks of bulk writes: ``yields`` turns of the event loop for the rest."""
+        # A turn runs only what was ready when it began, so a chain of awaits woken by I/O (a
+        # Kafka answer, an fsync's result) moves one step per turn.
+        for _ in range(self.yields):
+            await asyncio.sleep(0)
 
     def _serve_chunk(self, room: Room) -> None:
         due = room.readers.take_due(self.chunk)

@@ -213,8 +213,9 @@ class Gateway:
             config.identities_per_minute / 60, config.identity_burst, config.identity_limiter_addresses
         )
         self.rooms = RoomRegistry(write_buffer_high=config.write_buffer_high, chunk=config.fanout_chunk,
-                                  floor=config.cadence_floor, on_open=self._room_opened,
-                                  on_close=self._room_closed, on_pass=lambda room, seconds: self.metrics.room_pass.observe(seconds))
+                                  yields=config.fanout_yields, floor=config.cadence_floor,
+                                  on_open=self._room_opened, on_close=self._room_closed,
+                                  on_pass=lambda room, seconds: self.metrics.room_pass.observe(seconds))
         # Whether each room's count is live or catching up with the processor (gateway/counting.py).
         self.counting = CountingNotices(self.rooms, clock_ms, stale_ms=round(config.counting_stale_s * 1000))
         self.metrics = Metrics()
@@ -307,7 +308,7 @@ class Gateway:
             readers = list(self.readers)
             for start in range(0, len(readers), self.rooms.chunk):
                 self.rooms.ping_all(readers[start : start + self.rooms.chunk])
-                await asyncio.sleep(0)  # a sweep over 18,000 sockets must not stall the loop
+                await self.rooms.let_loop_run()  # a sweep over 18,000 sockets must not stall the loop
 
     async def _consume_feed(self, updates: AsyncIterator[CountChanged | CountingStatus]) -> None:
         async for update in updates:

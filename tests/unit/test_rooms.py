@@ -225,6 +225,25 @@ async def test_a_large_room_is_written_in_chunks_and_everyone_gets_the_frame_onc
     assert all(seqs(r) == [1] for r in readers)
 
 
+async def test_between_chunks_a_pass_lets_a_chain_of_awaits_finish_first():
+    # What a Kafka answer wakes (the connection's reader, the sender, the clap's ack) moves one
+    # await per loop turn: with `yields` turns between chunks a chain that long is done before
+    # the next chunk, with one turn it waits a chunk per step.
+    async def chain(steps: int, written: list[int], readers: list[Reader]) -> None:
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        written.append(sum(1 for r in readers if r.transport.frames))
+
+    for yields, readers_written_when_done in ((4, 20), (1, 45)):  # 45: the whole room
+        rooms, readers = room_of(45, chunk=10, yields=yields)
+        await rooms.publish(total("a", 1))  # the first chunk now, the rest by the pass
+        written: list[int] = []
+        await asyncio.create_task(chain(3, written, readers))
+        assert written == [readers_written_when_done], yields
+        await rooms.wait_passes()
+        assert all(seqs(r) == [1] for r in readers)
+
+
 async def test_a_newer_total_mid_pass_reaches_every_reader_within_one_pass():
     rooms, readers = room_of(35, chunk=10)
     await rooms.publish(total("a", 1))
