@@ -505,6 +505,9 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return round(numerator / denominator, 3) if numerator is not None and denominator else None
 
 
+P99_RATIO_EMBEDDED = 1.3
+P99_RATIO_DISTRIBUTED = 1.5
+
 # A phase offered less than this share of the planned clap rate was not under the same load.
 OFFERED_SHARE_LEAST = 0.97
 
@@ -557,8 +560,11 @@ def _compare_with_reference(run: Run, reference: dict[str, Any], gateway: dict[s
               f"{ref['per_clap_p50_ms']} / {ref['per_clap_p99_ms']}", "report", None)
     run.check(f"per-clap latency p50 / p99 ms, gateway ({method})",
               f"{gw['per_clap_p50_ms']} / {gw['per_clap_p99_ms']}", "report", None)
-    run.check("per-clap latency p99, gateway / reference", ratios["per_clap_p99"], "<= 1.3",
-              ratios["per_clap_p99"] is not None and ratios["per_clap_p99"] <= 1.3)
+    # Issue 10's bounds: a gateway that counts in-process gets 1.3x the reference's p99; one that
+    # waits on Kafka both ways (the clap log, then the processor's totals) gets 1.5x.
+    bound = P99_RATIO_DISTRIBUTED if run.options.start_distributed else P99_RATIO_EMBEDDED
+    run.check("per-clap latency p99, gateway / reference", ratios["per_clap_p99"], f"<= {bound}",
+              ratios["per_clap_p99"] is not None and ratios["per_clap_p99"] <= bound)
     run.check("updates/s per reader p50: reference / gateway",
               f"{ref['updates_per_reader_p50']} / {gw['updates_per_reader_p50']}", "report", None)
     run.check("updates/s per reader p50, gateway / reference", ratios["updates_per_reader_p50"], ">= 0.9",
