@@ -86,8 +86,8 @@ class GatewayConfig:
     # Loop turns a pass gives away between its chunks. What I/O wakes moves one await per turn: a
     # Kafka answer goes from the connection's reader task to the request's task to the sender and
     # the clap's ack, five turns before the next batch leaves. With one turn between chunks each
-    # step waited a whole chunk of writes (a `make up` append took 70-170 ms, p50); an idle turn
-    # costs microseconds against a chunk's milliseconds (BENCHMARKS §4.10).
+    # step waited a whole chunk of writes (a `make up` append took 70-170 ms, p50; 27-37 with 12).
+    # Twelve cost the fan-out per core nothing measurable; 32 cost the readers updates (BENCHMARKS §4.10).
     fanout_yields: int = 12  # CLAP_FANOUT_YIELDS
     # The fewest updates a second a reader of a large room should get: a gateway whose room is near
     # it (passes over 80 % of its interval) takes no new connections (/readyz, gateway/rooms.py).
