@@ -100,7 +100,8 @@ class KafkaClapLog:
         partition lists and the serializers, for a record that is already bytes) cost more than
         encoding the record itself. So the record is handed to the producer's batch for its
         partition at once; only when that batch is full, or before this producer knows the
-        topic's partitions, does a task wait (docs/BENCHMARKS.md §4.11: 49 -> 31 us per append).
+        topic's partitions, does a task wait. ``loadtest.append_cost``: 52 -> 35 and 35 -> 18 us of
+        CPU per append in two sittings (docs/BENCHMARKS.md §4.11).
         ``_message_accumulator`` is aiokafka's own (0.14.0, pinned); tests/integration/
         test_kafka_clap_log.py runs both ways against a real broker.
         """

@@ -182,6 +182,17 @@ def settled_at(polls: list[tuple[float, Any, bool]]) -> float | None:
     return seen
 
 
+def totals_agree(ledger: Ledger, per_target: dict[tuple[int, str], int], initial: dict[str, int]) -> bool:
+    """Whether every total read (per target, per article) is what the acks say it must be, as
+    ``check_totals`` judges a final one: a pipeline that stalls shows totals that hold still
+    without having arrived, so holding still alone does not make them settled."""
+    for (_, article), total in per_target.items():
+        gained = total - initial.get(article, 0)
+        if total < 0 or not ledger.acked_capped[article] <= gained <= ledger.upper_capped[article]:
+            return False
+    return True
+
+
 def check_totals(ledger: Ledger, finals: dict[str, int], initial: dict[str, int]) -> dict[str, Any]:
     """Compare each article's final total with what the acks say it must be (50 cap per user)."""
     exact = within = outside = 0

@@ -277,7 +277,7 @@ class Run:
             room_metrics = await gateway_room_metrics(targets) if o.scenario == "hot" else {}
             watched = articles if len(articles) <= SETTLE_WATCHED_MOST else []
             ledger, convergence, finals = await self.settle(fleet, targets, clappers.result(), watched, end,
-                                                            independent)
+                                                            independent, initial)
             out = {
                 "start": start, "end": end,
                 "other_processes_busy": self.noise[-1] if self.noise else [],
@@ -334,7 +334,7 @@ class Run:
         return totals
 
     async def settle(self, fleet: ReaderFleet | None, targets: list[Target], ledger: Awaitable[Ledger],
-                     watched: list[str], end: float, independent: bool
+                     watched: list[str], end: float, independent: bool, initial: dict[str, int]
                      ) -> tuple[Ledger, dict[str, Any], dict[str, int]]:
         """Read the totals from the end of the window on until they stop moving and every reader
         shows its gateway's total; returns the clappers' ledger, how the totals converged and
@@ -344,7 +344,12 @@ class Run:
         (``watched``: the articles to read until the ledger says which were tapped), so that
         ``settle_seconds_after_end`` is when they reached their final values (to within one
         read of them all), and ``confirmed_seconds_after_end`` when they had held still for
-        ``SETTLE_STILL_S``: that is when this method returns.
+        ``SETTLE_STILL_S``: that is when this method returns. Holding still is not enough while
+        the totals disagree with the acks (a stalled pipeline holds still too): once the ledger
+        is in, the reads must also agree with it (``analysis.totals_agree``; not for independent
+        gateways, each of which holds only its own claps), or the wait goes on until the timeout
+        and the run reports the mismatch. 2026-12-03's `173501` ingest run stopped 0.78 s after
+        the end on totals that held still for 1.5 s with a quarter of the claps not yet in them.
         """
         deadline = time.monotonic() + self.options.settle_timeout_s
         books = asyncio.ensure_future(ledger)
@@ -367,7 +372,8 @@ class Run:
             polls.append((time.time(), per_target, bool(convergence.get("behind"))))
             still_since = analysis.settled_at(polls)
             stable = (tapped is not None and still_since is not None
-                      and polls[-1][0] - still_since >= SETTLE_STILL_S)
+                      and polls[-1][0] - still_since >= SETTLE_STILL_S
+                      and (independent or analysis.totals_agree(books.result(), per_target, initial)))
             if stable or time.monotonic() > deadline:
                 break
             await asyncio.sleep(SETTLE_POLL_S)

@@ -6,7 +6,7 @@ import random
 import time
 from collections import Counter
 
-from loadtest.analysis import check_totals, per_reader_rates, settled_at
+from loadtest.analysis import check_totals, per_reader_rates, settled_at, totals_agree
 from loadtest.articles import ArticleMix
 from loadtest.clappers import Clapper, ClapPlan, Ledger, Session
 from loadtest.plans import Target
@@ -105,3 +105,14 @@ def test_the_totals_settled_when_the_first_read_saw_the_final_ones() -> None:
     assert settled_at(polls[:3]) is None  # the newest read still has a reader behind
     assert settled_at([]) is None
     assert settled_at([(1.0, {"a": 3}, False), (1.1, {"a": 4}, False), (1.2, {"a": 3}, False)]) == 1.2
+
+
+def test_totals_agree_only_when_every_read_is_within_what_the_acks_allow() -> None:
+    ledger = Ledger()
+    ledger.acked_capped.update({"a": 50, "b": 20})
+    ledger.upper_capped.update({"a": 50, "b": 30})
+    assert totals_agree(ledger, {(0, "a"): 60, (0, "b"): 45, (1, "a"): 60}, {"a": 10, "b": 20})
+    assert not totals_agree(ledger, {(0, "a"): 60, (1, "a"): 59}, {"a": 10})  # one gateway behind
+    assert not totals_agree(ledger, {(0, "b"): 51}, {})  # more than acked plus unanswered
+    assert not totals_agree(ledger, {(0, "a"): -1}, {"a": -51})  # that target did not answer
+    assert totals_agree(ledger, {(0, "c"): 7}, {"c": 7})  # not clapped: unchanged
