@@ -62,9 +62,15 @@ class UserClaps:
 
     def knows(self, batch_id: str) -> bool:
         """Whether a clap batch with this id was counted, now or before an undo."""
-        return any(cid == batch_id for (cid, _, _) in self.accepted) or any(
-            cid == batch_id for (cid, _, _) in self.undone
-        )
+        # Plain loops, not any() over a generator: a reader who taps one clap at a time has up
+        # to 50 entries, all looked at for every new clap. Counting 50 single claps per user
+        # (`loadtest.processor_rate --users 50 --claps-per-user 50 --profile 10`), this method
+        # took 10.5 % of a worker's samples with the generator, 7.1 % without (BENCHMARKS §4.11).
+        for entries in (self.accepted, self.undone):
+            for clap_id, _, _ in entries:
+                if clap_id == batch_id:
+                    return True
+        return False
 
     def counted_at(self, offset: int) -> int:
         """What the event at ``offset`` counted (negative for an undo); 0 if it counted nothing."""
