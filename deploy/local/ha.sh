@@ -137,7 +137,7 @@ start_java() {   # NAME LOGFILE JAVA_ARGS...: the recorded pid is the JVM itself
   local name=$1 logfile=$2; shift 2
   printf '==== %s ha.sh start %s\n' "$(date -Is)" "$name" >>"$logfile"
   ( exec nohup "$JAVA" "$@" ) >>"$logfile" 2>&1 </dev/null &
-  echo $! >"$(pid_file "$name")"
+  record_pid "$name" $!
 }
 
 # Returns 0 if NAME runs already (nothing to do).

@@ -1,9 +1,10 @@
 # shellcheck shell=bash
 # Shared helpers for deploy/local/services.sh and deploy/local/proc.sh. Source it; do not run it.
 #
-# Pid files: $CLAP_RUN_DIR/NAME.pid holds just the pid of a process we started. We only ever
-# signal that pid, and only after checking it is still the process we started (not a zombie,
-# and not a newer process that happens to reuse the number).
+# Pid files: $CLAP_RUN_DIR/NAME.pid holds the pid of a process we started and, on its second
+# line, that process's start time in clock ticks since boot (/proc/PID/stat, field 22). We only
+# ever signal that pid, and only after checking it is still the process we started (not a
+# zombie, and not a newer process that happens to reuse the number: its start time differs).
 
 # Repo root = two levels above this file, whatever the caller's cwd.
 # shellcheck disable=SC2034  # the variables below are used by the scripts that source this
@@ -23,6 +24,17 @@ elapsed_since() { awk -v s="$1" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e 
 
 pid_file() { printf '%s/%s.pid' "$CLAP_RUN_DIR" "$1"; }
 
+# Start time of PID in clock ticks since boot (empty if gone). Fields are counted after the
+# command's closing parenthesis, as the command itself may hold spaces.
+start_ticks() {
+  local stat; stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  stat=${stat##*) }
+  awk '{ print $20 }' <<<"$stat"
+}
+
+# record_pid NAME PID: write NAME's pid file for a process just started.
+record_pid() { printf '%s\n%s\n' "$2" "$(start_ticks "$2")" >"$(pid_file "$1")"; }
+
 # Print the pid recorded for NAME (empty if no pid file or garbage in it).
 recorded_pid() {
   local f; f=$(pid_file "$1")
@@ -40,11 +52,18 @@ pid_alive() {
   [[ -n "$st" && "$st" != Z* ]]
 }
 
-# True if NAME's pid file names a live process that we started: the process must have started
-# no later than the pid file was written (+2 s slack), otherwise the pid was reused.
+# True if NAME's pid file names a live process that we started: the same start time as
+# recorded. A pid file without one (written before it was recorded) falls back to the process
+# having started no later than the file was written (+2 s slack); that compares wall-clock
+# times, which a clock step moves (it once called a running Kafka stale).
 is_running() {
   local pid; pid=$(recorded_pid "$1")
   [[ -n "$pid" ]] && pid_alive "$pid" || return 1
+  local recorded; recorded=$(sed -n 2p "$(pid_file "$1")" 2>/dev/null | tr -d '[:space:]')
+  if [[ "$recorded" =~ ^[0-9]+$ ]]; then
+    [[ "$(start_ticks "$pid")" == "$recorded" ]]
+    return
+  fi
   local etimes started written
   etimes=$(ps -o etimes= -p "$pid" 2>/dev/null | tr -d ' ') || return 1
   [[ -n "$etimes" ]] || return 1

@@ -40,7 +40,7 @@ cmd_start() {
   # nohup: survive the caller's terminal going away. stdin from /dev/null: never block on it.
   nohup "$@" >>"$logfile" 2>&1 </dev/null &
   local pid=$!
-  echo "$pid" >"$(pid_file "$name")"
+  record_pid "$name" "$pid"
   # Catch commands that die at once (typo, missing module) instead of reporting success.
   sleep 0.5
   if ! pid_alive "$pid"; then

@@ -190,7 +190,7 @@ kafka_start() {
       -Dlog4j2.configurationFile="$CLAP_DEPLOY/kafka/log4j2.properties" \
       -cp "$(kafka_cp)" kafka.Kafka "$KAFKA_DIR/server.properties"
   ) >>"$KAFKA_LOG" 2>&1 </dev/null 9>&- &
-  echo $! >"$(pid_file kafka)"
+  record_pid kafka $!
   STARTED_AT[kafka]=$(date +%s.%N)
   log "kafka: started pid $! (heap $KAFKA_HEAP); log: $KAFKA_LOG"
 }
@@ -260,7 +260,7 @@ cassandra_start() {
       -Dcassandra.superuser_setup_delay_ms=0 \
       -cp "$CLAP_LIB_DIR/cassandra/*" org.apache.cassandra.service.CassandraDaemon
   ) >>"$CASSANDRA_LOG" 2>&1 </dev/null 9>&- &
-  echo $! >"$(pid_file cassandra)"
+  record_pid cassandra $!
   STARTED_AT[cassandra]=$(date +%s.%N)
   log "cassandra: started pid $! (heap $CASSANDRA_HEAP); log: $CASSANDRA_LOG"
 }
