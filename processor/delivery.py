@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 from functools import cached_property
+from time import monotonic
 from typing import Any, cast
 
 import faust
@@ -186,11 +187,22 @@ class DirectDeliveryApp(faust.App):
         (name,) = topic.topics
         intake = ClapIntake(name, maxsize, consumer=lambda: self.consumer, flow_acquire=self.flow_control.acquire,
                             flow_active=self.flow_control.is_active,
-                            generation=lambda: self.consumer_generation_id)
+                            generation=lambda: self.consumer_generation_id, taken_from=self._processing)
         self.intakes[name] = intake  # also the strong reference flow control's weak set needs
         self.flow_control.manage_queue(cast(Any, intake))
         self.topics.add(topic)
         return intake
+
+    def _processing(self, partitions: set[Any]) -> None:
+        """Partitions whose messages the counting loop just took: marked as a stream marks them
+        in Faust's monitor, whose inbound times Faust's consumer reads to tell a partition
+        being processed from one that is stuck (``verify_event_path``)."""
+        monitor = self.monitor
+        if monitor is None:
+            return
+        now = monotonic()
+        for tp in partitions:
+            monitor.stream_inbound_time[tp] = now
 
     @cached_property
     def _event_class(self) -> Any:

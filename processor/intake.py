@@ -23,6 +23,11 @@ kept:
 
 A message that waited for room while a rebalance came is dropped, not appended, for the same
 reason.
+
+- liveness: each batch taken tells ``taken_from`` its partitions, which the app passes on to
+  Faust's monitor as a stream would (``stream_inbound_time``). Faust's consumer checks that a
+  partition it fetches for is being processed; without this, a worker that counted every clap
+  logged "Stream has not started processing" at ERROR every few minutes.
 """
 from __future__ import annotations
 
@@ -38,7 +43,8 @@ class ClapIntake:
     """A bounded list of fetched messages of one topic, taken in batches by one loop."""
 
     def __init__(self, topic: str, maxsize: int, *, consumer: Callable[[], Any], flow_acquire: Callable[[], Awaitable[None]],
-                 flow_active: Callable[[], bool], generation: Callable[[], int | None]) -> None:
+                 flow_active: Callable[[], bool], generation: Callable[[], int | None],
+                 taken_from: Callable[[set[Any]], None] | None = None) -> None:
         if maxsize < 1:
             raise ValueError(f"an intake holds at least one message, not {maxsize}")
         self.topic = topic
@@ -48,6 +54,7 @@ class ClapIntake:
         self._flow_acquire = flow_acquire
         self._flow_active = flow_active
         self._generation = generation
+        self._taken_from = taken_from
         self._want = 1  # how many waiting messages wake the taker
         self._enough = asyncio.Event()
         self._room = asyncio.Event()
@@ -85,6 +92,8 @@ class ClapIntake:
         track = self._consumer().track_message
         for message in batch:
             track(message)
+        if batch and self._taken_from is not None:
+            self._taken_from({message.tp for message in batch})
         return batch
 
     def ack(self, batch: list[Message]) -> None:

@@ -154,3 +154,18 @@ async def test_messages_of_an_older_generation_are_left_out_of_a_batch() -> None
 def test_an_intake_holds_at_least_one_message() -> None:
     with pytest.raises(ValueError, match="at least one"):
         intake(maxsize=0)
+
+
+async def test_each_batch_taken_names_its_partitions_once_for_the_liveness_check() -> None:
+    consumer, flow = Consumer(), Flow()
+    reported: list[set[str]] = []
+    claps = ClapIntake("claps", 10, consumer=lambda: consumer, flow_acquire=flow.acquire,
+                       flow_active=flow.resumed.is_set, generation=lambda: flow.generation,
+                       taken_from=reported.append)
+    messages = await deliver(claps, range(5))
+    for message, tp in zip(messages, ["claps-0", "claps-1", "claps-0", "claps-2", "claps-1"]):
+        message.tp = tp
+    assert [m.offset for m in claps.take(3)] == [0, 1, 2]
+    assert [m.offset for m in claps.take(3)] == [3, 4]
+    assert claps.take(3) == []  # nothing taken, nothing reported
+    assert reported == [{"claps-0", "claps-1"}, {"claps-2", "claps-1"}]
