@@ -113,7 +113,7 @@ class KafkaClapLog:
             return refused
         key = clap.article.encode()
         partitions = self._partitions
-        if partitions is None or partitions.producer is not producer:
+        if partitions is None:
             return asyncio.ensure_future(self._send(producer, clap, key))
         adding = producer._message_accumulator.add_message(
             partitions.of(key), key, clap.to_json(), self.request_timeout_ms / 1000, timestamp_ms=None, headers=[]
@@ -133,8 +133,8 @@ class KafkaClapLog:
         partitions are known and later appends go straight to the batches."""
         delivery = await producer.send(self.topic, clap.to_json(), key=key)
         known = producer.client.cluster.partitions_for_topic(self.topic)
-        if known and (self._partitions is None or self._partitions.producer is not producer):
-            self._partitions = _TopicPartitions(producer, self.topic, len(known))
+        if known and self._partitions is None:
+            self._partitions = _TopicPartitions(self.topic, len(known))
         return (await delivery).offset
 
     async def _finish_adding(self, adding: Coroutine[Any, Any, asyncio.Future], waiting_on: Any) -> int:
@@ -150,15 +150,13 @@ class KafkaClapLog:
 
 
 class _TopicPartitions:
-    """The clap topic's partition of each article, for one producer (a new producer, after a
-    reconnect, learns them again). The partition count is read once: articles stay on their
-    partition for the life of the topic (the processor's state is partitioned the same way), so
-    the topic is never given more partitions while it is in use (docs/DESIGN.md)."""
+    """The clap topic's partition of each article. The partition count is read once: articles
+    stay on their partition for the life of the topic (the processor's state is partitioned the
+    same way), so the topic is never given more partitions while it is in use (docs/DESIGN.md)."""
 
-    __slots__ = ("producer", "by_index", "partition_of")
+    __slots__ = ("by_index", "partition_of")
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str, count: int) -> None:
-        self.producer = producer
+    def __init__(self, topic: str, count: int) -> None:
         self.by_index = [TopicPartition(topic, index) for index in range(count)]
         self.partition_of = PartitionCache(count)
 

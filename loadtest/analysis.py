@@ -182,15 +182,18 @@ def settled_at(polls: list[tuple[float, Any, bool]]) -> float | None:
     return seen
 
 
+def acks_allow(ledger: Ledger, article: str, gained: int) -> bool:
+    """Whether an article's gain is what its acks say it must be: at least the acked claps, at
+    most those plus the unanswered ones (the 50 cap per user applied to both)."""
+    return ledger.acked_capped[article] <= gained <= ledger.upper_capped[article]
+
+
 def totals_agree(ledger: Ledger, per_target: dict[tuple[int, str], int], initial: dict[str, int]) -> bool:
     """Whether every total read (per target, per article) is what the acks say it must be, as
     ``check_totals`` judges a final one: a pipeline that stalls shows totals that hold still
     without having arrived, so holding still alone does not make them settled."""
-    for (_, article), total in per_target.items():
-        gained = total - initial.get(article, 0)
-        if total < 0 or not ledger.acked_capped[article] <= gained <= ledger.upper_capped[article]:
-            return False
-    return True
+    return all(total >= 0 and acks_allow(ledger, article, total - initial.get(article, 0))
+               for (_, article), total in per_target.items())
 
 
 def check_totals(ledger: Ledger, finals: dict[str, int], initial: dict[str, int]) -> dict[str, Any]:
@@ -202,7 +205,7 @@ def check_totals(ledger: Ledger, finals: dict[str, int], initial: dict[str, int]
         low, high = ledger.acked_capped[article], ledger.upper_capped[article]
         if gained == low == high:
             exact += 1
-        elif low <= gained <= high:
+        elif acks_allow(ledger, article, gained):
             within += 1
         else:
             outside += 1
