@@ -15,15 +15,13 @@ batches and ``MAX_UNDOS_PER_USER`` undo ids.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 MAX_CLAPS_PER_USER = 50
 MAX_UNDOS_PER_USER = 5
 
 
-@dataclass(frozen=True, slots=True)
-class UserClaps:
+class UserClaps(NamedTuple):
     """What one user has given one article.
 
     ``accepted`` holds ``(clap_id, offset, counted)`` for every batch that counted; at most
@@ -32,8 +30,11 @@ class UserClaps:
     back, in the same form; ``undos`` holds ``(undo_id, offset, removed)`` for every undo applied
     (at most ``MAX_UNDOS_PER_USER``).
 
-    The apply functions below build each new record field by field: ``dataclasses.replace``
-    looks the fields up on every call, 3 % of a processor worker. A new field must be added there.
+    The records of this module are named tuples, immutable like frozen dataclasses but made at a
+    fraction of the cost: a frozen dataclass sets each field through ``object.__setattr__``, and
+    the three records made per clap event took 5.4 % of a processor worker's samples
+    (docs/BENCHMARKS.md §4.12). The apply functions below build each new record positionally.
+    A new field must be added there.
     """
 
     total: int = 0
@@ -81,8 +82,7 @@ class UserClaps:
         return 0
 
 
-@dataclass(frozen=True, slots=True)
-class ArticleTally:
+class ArticleTally(NamedTuple):
     """The processor's running total for one article and the newest log offset it includes."""
 
     total: int = 0
@@ -96,8 +96,7 @@ class ArticleTally:
         return cls(doc["total"], doc["offset"])
 
 
-@dataclass(frozen=True, slots=True)
-class Applied:
+class Applied(NamedTuple):
     """The outcome of applying one clap event.
 
     ``counted`` is how many claps it added (0 for a duplicate id or a user at the cap; minus what
@@ -124,11 +123,11 @@ def apply_clap(
         # The same clap batch sent again, e.g. a client retry after a lost ack, also one that an
         # undo has taken back since: it is never counted a second time.
         counted = 0
-        new_user = UserClaps(total=user.total, offset=offset, accepted=user.accepted, undone=user.undone, undos=user.undos)
+        new_user = UserClaps(user.total, offset, user.accepted, user.undone, user.undos)
     else:
         counted = max(0, min(count, MAX_CLAPS_PER_USER - user.total))
         accepted = user.accepted + ((clap_id, offset, counted),) if counted else user.accepted
-        new_user = UserClaps(total=user.total + counted, offset=offset, accepted=accepted, undone=user.undone, undos=user.undos)
+        new_user = UserClaps(user.total + counted, offset, accepted, user.undone, user.undos)
     return _absorb(new_user, article, counted, offset)
 
 
@@ -143,16 +142,14 @@ def apply_undo(user: UserClaps, article: ArticleTally, undo_id: str, offset: int
         new_user = user
     elif any(uid == undo_id for (uid, _, _) in user.undos) or len(user.undos) >= MAX_UNDOS_PER_USER:
         counted = 0
-        new_user = UserClaps(total=user.total, offset=offset, accepted=user.accepted, undone=user.undone, undos=user.undos)
+        new_user = UserClaps(user.total, offset, user.accepted, user.undone, user.undos)
     else:
         counted = -user.total
-        new_user = UserClaps(total=0, offset=offset, accepted=(), undone=user.undone + user.accepted,
-                             undos=user.undos + ((undo_id, offset, user.total),))
+        new_user = UserClaps(0, offset, (), user.undone + user.accepted, user.undos + ((undo_id, offset, user.total),))
     return _absorb(new_user, article, counted, offset)
 
 
 def _absorb(new_user: UserClaps, article: ArticleTally, counted: int, offset: int) -> Applied:
     if offset <= article.offset:
-        return Applied(new_user, article, counted, replayed=True)
-    new_article = ArticleTally(total=article.total + counted, offset=offset)
-    return Applied(new_user, new_article, counted, replayed=False)
+        return Applied(new_user, article, counted, True)
+    return Applied(new_user, ArticleTally(article.total + counted, offset), counted, False)

@@ -33,9 +33,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.ledger import MAX_CLAPS_PER_USER
-from core.messages import ClapRecorded, CountChanged, decode_fan_out
+from core.messages import CountChanged, decode_fan_out
 from core.partitioning import article_partitioner
+from loadtest.core_rate import backlog, expected_totals
 from processor.config import ProcessorConfig
 from processor.topics import ensure_topics
 
@@ -61,27 +61,16 @@ def free_port() -> int:
 
 
 async def produce_backlog(topic: str, articles: int, users: int, claps_per_user: int = 1) -> dict[str, int]:
-    """Every user claps on every article: once with a count of 1 to 5, or ``claps_per_user``
-    times with a count of 1, round after round, as readers who tap again and again do."""
+    """Writes ``loadtest.core_rate.backlog`` to ``topic``; returns each article's exact total."""
     producer = AIOKafkaProducer(
         bootstrap_servers=BOOTSTRAP, linger_ms=5, partitioner=article_partitioner, acks="all", enable_idempotence=True
     )
     await producer.start()
-    expected: dict[str, int] = {}
-    sends = []
-    for round_ in range(claps_per_user):
-        for user in range(users):
-            for index in range(articles):
-                article = f"art{index}"
-                count = 1 + (user + index) % 5 if claps_per_user == 1 else 1
-                if round_ < MAX_CLAPS_PER_USER:
-                    expected[article] = expected.get(article, 0) + count
-                clap_id = f"{user}-{index}" if claps_per_user == 1 else f"{user}-{index}-{round_}"
-                clap = ClapRecorded(article, f"u{user}", count, clap_id, 0)
-                sends.append(await producer.send(topic, clap.to_json(), key=article.encode()))
+    claps = list(backlog(articles, users, claps_per_user))
+    sends = [await producer.send(topic, clap.to_json(), key=clap.article.encode()) for clap in claps]
     await asyncio.gather(*sends)
     await producer.stop()
-    return expected
+    return expected_totals(claps)
 
 
 def summarize_profile(path: Path) -> list[tuple[str, float]]:
