@@ -27,8 +27,9 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
-from core.messages import CountChanged, decode_fan_out
+from core.messages import CountChanged
 from core.partitioning import PartitionCache
+from loadtest.live_totals import announced_totals
 from processor.config import ProcessorConfig
 from projector.config import ProjectorConfig
 
@@ -60,13 +61,8 @@ class CountedPositions:
 
 
 async def follow_totals(consumer: AIOKafkaConsumer, positions: CountedPositions) -> None:
-    async for record in consumer:
-        try:
-            announced = decode_fan_out(record.value)
-        except (ValueError, KeyError, TypeError):
-            continue
-        if isinstance(announced, CountChanged):
-            positions.see(announced)
+    async for total in announced_totals(consumer):
+        positions.see(total)
 
 
 async def watch(bootstrap: str, groups: list[str], seconds: float, every: float,

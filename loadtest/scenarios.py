@@ -23,6 +23,9 @@ from loadtest.clap_latency import EXACT, LOWER, UPPER
 from loadtest.clappers import ClapperFleet, ClapPlan, Ledger
 from loadtest.freshness import DURABLE_AGE, GATEWAY_AGE, GATEWAY_APPEND, PROJECTOR_METRICS_URL, FreshnessProbe
 from loadtest.httpclient import HttpError, fetch_totals, request_body, request_json
+from loadtest.live_totals import LiveTotals
+from loadtest.live_totals import follow as follow_live
+from loadtest.live_totals import summary as live_summary
 from loadtest.procmon import ProcMonitor, all_processes_cpu, busiest_between
 from loadtest.plans import ReaderPlan, Target
 from loadtest.readers import ReaderFleet
@@ -258,6 +261,13 @@ class Run:
             freshness = FreshnessProbe([f"{t.http_base}/metrics" for t in targets],
                                        PROJECTOR_METRICS_URL if o.start_distributed else None)
             await freshness.start()
+            # Without readers the settle reads the durable copy; the fan-out topic says when the
+            # totals readers are sent were final.
+            live, following = None, None
+            if o.scenario == "ingest" and o.start_distributed and not independent:
+                live, started = LiveTotals(), asyncio.Event()
+                following = asyncio.ensure_future(follow_live(KAFKA_BOOTSTRAP, COUNTS_TOPIC, live, started))
+                await asyncio.wait_for(started.wait(), 30)
             plan = ClapPlan(
                 targets=tuple(targets), mix=mix, rate=o.clap_rate, duration_s=o.duration_s + tail_s,
                 start_at=time.time() + 3.0, click_rate=o.click_rate, batch_ms=o.batch_ms,
@@ -276,8 +286,13 @@ class Run:
             start, end, profile = await self._mark_window(fleet, plan.start_at + ramp, o.duration_s - ramp)
             room_metrics = await gateway_room_metrics(targets) if o.scenario == "hot" else {}
             watched = articles if len(articles) <= SETTLE_WATCHED_MOST else []
-            ledger, convergence, finals = await self.settle(fleet, targets, clappers.result(), watched, end,
-                                                            independent, initial)
+            try:
+                ledger, convergence, finals = await self.settle(fleet, targets, clappers.result(), watched, end,
+                                                                independent, initial)
+            finally:
+                if following is not None:
+                    following.cancel()
+                    await asyncio.gather(following, return_exceptions=True)
             out = {
                 "start": start, "end": end,
                 "other_processes_busy": self.noise[-1] if self.noise else [],
@@ -287,6 +302,8 @@ class Run:
                 "count_age": await freshness.result(),
                 "_claps": ledger.claps_for_readers(start, end),
             }
+            if live is not None:
+                out["live_totals"] = live_summary(live, finals, end)
             if room_metrics:
                 out["room_metrics"] = room_metrics
             if profile is not None:
@@ -682,12 +699,18 @@ async def ingest(run: Run) -> None:
         driven["pipeline_counted_claps_per_s"] = round(counted / span, 1) if span > 0 else None
         run.check("claps counted into totals per s (window + settle)", driven["pipeline_counted_claps_per_s"],
                   f"settled {conv['settle_seconds_after_end']} s after the end", None)
+    if "live_totals" in driven:
+        live = driven["live_totals"]
+        run.check("totals readers are sent (fan-out topic) final after the end, s (articles not final)",
+                  f"{live['settle_seconds_after_end']} ({live['articles_not_final']})",
+                  f"durable copy: {conv.get('settle_seconds_after_end')} s", None)
     run.check("CPU cores per process during the window", driven["cpu_cores_by_process"], "report", None)
     _offer_check(run, "ingest", driven, judged=False)
     _totals_check(run, driven)
 
 
 KAFKA_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+COUNTS_TOPIC = os.environ.get("COUNTS_TOPIC", "clap-counts")
 RUN_DIR = Path(__file__).resolve().parent.parent / ".run"
 
 
