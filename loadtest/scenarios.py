@@ -267,7 +267,12 @@ class Run:
             if o.scenario == "ingest" and o.start_distributed and not independent:
                 live, started = LiveTotals(), asyncio.Event()
                 following = asyncio.ensure_future(follow_live(KAFKA_BOOTSTRAP, COUNTS_TOPIC, live, started))
-                await asyncio.wait_for(started.wait(), 30)
+                try:
+                    await asyncio.wait_for(started.wait(), 30)
+                except BaseException:
+                    following.cancel()
+                    await asyncio.gather(following, return_exceptions=True)
+                    raise
             plan = ClapPlan(
                 targets=tuple(targets), mix=mix, rate=o.clap_rate, duration_s=o.duration_s + tail_s,
                 start_at=time.time() + 3.0, click_rate=o.click_rate, batch_ms=o.batch_ms,
