@@ -323,7 +323,8 @@ async def _count_batch(messages: list[Any]) -> None:
     await flush_all_sends(sent)
     claps.ack(applied)
     claps.release(messages)  # the rest: a rebalance need not wait for them
-    metrics.batches.done(batch, updates, holding=len(counter.catching_up))
+    metrics.batches.done(batch, updates, holding=len(counter.catching_up), taken=len(applied),
+                         is_taken=counter.has_applied)
     if counter.holes or holes.first_seen:
         await holes.reread()
     holes.batch_in_progress = False

@@ -2,8 +2,9 @@
 on PROCESSOR_WEB_PORT (the port the probes already use), so a worker needs no second port and
 several workers on one host need nothing more than their distinct web ports.
 
-- ``processor_events_total``: clap events read from the log; ``processor_malformed_events_total``
-  those of them that did not parse.
+- ``processor_events_total``: clap events taken from the log into the count (an event delivered
+  past a hole in the delivery is taken when the partition is read again from the hole, and
+  counted then, once); ``processor_malformed_events_total`` those of them that did not parse.
 - ``processor_batch_seconds``: time to apply one batch: the pure step, the state write-back and
   Kafka's acknowledgement of every write and total of the batch.
 - ``processor_announcements_total``: totals sent to the fan-out topic.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import faust
@@ -31,7 +32,8 @@ LAG_EVERY_S = 5.0
 BATCH_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 registry = CollectorRegistry()
-events = Counter("processor_events", "Clap events read from the clap log, each once per worker that read it", registry=registry)
+events = Counter("processor_events", "Clap events taken from the clap log into the count, each once per worker that took it",
+                 registry=registry)
 malformed = Counter("processor_malformed_events", "Clap log records that did not parse and were skipped", registry=registry)
 batch_seconds = Histogram(
     "processor_batch_seconds", "Time to apply one batch, its state writes and totals acknowledged by Kafka",
@@ -62,9 +64,12 @@ class BatchClock:
     def started(self) -> None:
         self._since = time.perf_counter()
 
-    def done(self, batch: Sequence[LogEvent], updates: Sequence[Any], holding: int) -> None:
-        events.inc(len(batch))
-        malformed.inc(sum(1 for event in batch if event.clap is None))
+    def done(self, batch: Sequence[LogEvent], updates: Sequence[Any], holding: int, taken: int,
+             is_taken: Callable[[int, int], bool]) -> None:
+        """``taken`` of the batch's events were applied (``is_taken(partition, offset)``); the
+        rest lie past a hole and come again."""
+        events.inc(taken)
+        malformed.inc(sum(1 for event in batch if event.clap is None and is_taken(event.partition, event.offset)))
         announcements.inc(len(updates))
         catching_up.set(holding)
         batch_seconds.observe(time.perf_counter() - self._since)
