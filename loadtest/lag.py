@@ -10,8 +10,9 @@ Run beside a load (`loadtest ingest` through `make up`). Each look prints:
   of a partition is one past the newest offset of that partition counted. A partition counts from
   its first announcement seen (the tool reads the counts topic from its end when it starts).
 - per consumer group, the records of each topic it had not committed yet: the processor's group
-  on the clap topic, the projector's on the counts topic and on the processor's per-user
-  changelog. The projector commits after each batch it has written, so its lag is the stage's.
+  on the clap topic, the projector's totals group on the counts topic and its reader rows' group
+  on the processor's per-user changelog. The projector commits after each batch it has written,
+  so its lag is the stage's.
   The processor's is not: Faust commits every 10,000 acknowledged claps or 2.8 s
   (``broker_commit_every``, ``broker_commit_interval``), whatever the counting, so its committed
   lag swings between 0 and that many claps while ``counted`` may be a batch.
@@ -102,7 +103,8 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=1.0)
     args = parser.parse_args()
     processor, projector = ProcessorConfig.from_env(), ProjectorConfig.from_env()
-    asyncio.run(watch(args.bootstrap, [processor.app_id, projector.group_id], args.seconds, args.every,
+    asyncio.run(watch(args.bootstrap, [processor.app_id, projector.group_for("total"), projector.group_for("user")],
+                      args.seconds, args.every,
                       processor.clap_topic, processor.counts_topic, processor.partitions))
 
 

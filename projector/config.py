@@ -33,9 +33,13 @@ class ProjectorConfig:
         """Every epoch's per-user changelog; group 1 of a match is the epoch."""
         return rf"^{re.escape(self.processor_app_prefix)}-e(\d+)-user-claps-changelog$"
 
-    @property
-    def subscription_pattern(self) -> str:
-        return rf"^{re.escape(self.counts_topic)}$|{self.user_changelog_pattern}"
+    def pattern_for(self, kind: str) -> str:
+        """The topics of one kind of row: ``total`` (the fan-out topic) or ``user`` (the changelogs)."""
+        return rf"^{re.escape(self.counts_topic)}$" if kind == "total" else self.user_changelog_pattern
+
+    def group_for(self, kind: str) -> str:
+        """Each kind's own consumer group: the totals keep ``group_id``, the reader rows add ``-readers``."""
+        return self.group_id if kind == "total" else f"{self.group_id}-readers"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ProjectorConfig:

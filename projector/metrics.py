@@ -10,9 +10,10 @@
 - ``projector_write_retries_total``: writes that failed transiently and were tried again.
 - ``projector_commits_lost_total``: batches whose offsets were not committed because the group
   rebalanced while they were written (harmless: the new owner writes the same rows again).
-- ``projector_lag{topic,partition}``: records past the projector's position, per owned partition.
-- ``projector_last_commit_timestamp_seconds``: when offsets were last committed (a stopped
-  projector is one whose lag stays above zero while this stays still).
+- ``projector_lag{kind,topic,partition}``: records past the projector's position, per owned
+  partition; ``kind`` is the loop that owns it (each kind has a consumer group of its own).
+- ``projector_last_commit_timestamp_seconds{kind}``: when that loop last committed offsets (a
+  stopped loop is one whose lag stays above zero while this stays still).
 """
 from __future__ import annotations
 
@@ -40,11 +41,11 @@ count_age = Histogram(
     "written to Cassandra", buckets=COUNT_AGE_BUCKETS_S, registry=registry,
 )
 write_retries = Counter("projector_write_retries", "Cassandra writes that failed transiently and were retried", registry=registry)
-lag = Gauge("projector_lag", "Records past the projector's position", ["topic", "partition"], registry=registry)
+lag = Gauge("projector_lag", "Records past the projector's position", ["kind", "topic", "partition"], registry=registry)
 commits_lost = Counter(
     "projector_commits_lost", "Batches whose offsets were not committed because the group rebalanced meanwhile", registry=registry
 )
-last_commit = Gauge("projector_last_commit_timestamp_seconds", "When offsets were last committed", registry=registry)
+last_commit = Gauge("projector_last_commit_timestamp_seconds", "When offsets were last committed", ["kind"], registry=registry)
 for kind in KINDS:  # exported at 0 from the start, so rate() sees the first record
     records.labels(kind)
     rows_written.labels(kind)

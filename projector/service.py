@@ -75,16 +75,24 @@ def newest_per_user(rows: list[UserTotal]) -> list[UserTotal]:
 
 
 class Projector:
+    """Two independent loops, each with a consumer group of its own: the totals (what a page loads
+    and what the durable count means) and the reader rows (three times as many rows per batch).
+
+    Each loop fetches, keeps the newest row per key, writes, then commits, so a slow write of one
+    kind never holds the other back: in one loop, a batch's totals waited for the batch before's
+    reader rows (docs/BENCHMARKS.md §4.13).
+    """
+
     def __init__(self, config: ProjectorConfig, store: ProjectionStore) -> None:
         self.config = config
         self.store = store
         self.written = 0
         self._changelog = re.compile(config.user_changelog_pattern)
 
-    def make_consumer(self) -> AIOKafkaConsumer:
+    def make_consumer(self, kind: str) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
             bootstrap_servers=self.config.kafka_bootstrap,
-            group_id=self.config.group_id,
+            group_id=self.config.group_for(kind),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=50,
@@ -93,26 +101,41 @@ class Projector:
         )
 
     async def run(self, *, stop: asyncio.Event | None = None) -> None:
-        consumer = self.make_consumer()
-        await consumer.start()
-        consumer.subscribe(pattern=self.config.subscription_pattern)
-        log.info("projector consuming %s as group %s", self.config.subscription_pattern, self.config.group_id)
+        """Project both kinds until ``stop``. A stop ends a write in flight too: its batch is not
+        committed, so it is written again by whoever reads it next, which changes nothing. If
+        either loop fails, the other is stopped and the failure propagates (the process exits
+        non-zero)."""
+        stop = stop or asyncio.Event()
+        loops = [asyncio.ensure_future(self._project(kind)) for kind in metrics.KINDS]
+        stopped = asyncio.ensure_future(stop.wait())
         try:
-            while stop is None or not stop.is_set():
+            done, _ = await asyncio.wait([*loops, stopped], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            for task in (*loops, stopped):
+                task.cancel()
+            await asyncio.gather(*loops, stopped, return_exceptions=True)
+
+    async def _project(self, kind: str) -> None:
+        consumer = self.make_consumer(kind)
+        await consumer.start()
+        pattern = self.config.pattern_for(kind)
+        consumer.subscribe(pattern=pattern)
+        log.info("projector consuming %s as group %s", pattern, self.config.group_for(kind))
+        # A loop that never commits after its start is as stopped as one that stopped committing.
+        metrics.last_commit.labels(kind).set(time.time())
+        try:
+            while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.config.max_batch)
                 if not batches:
-                    await _measure_lag(consumer)
+                    await _measure_lag(consumer, kind)
                     continue
-                totals, users = self._decode(batches)
-                metrics.records.labels("total").inc(len(totals))
-                metrics.records.labels("user").inc(len(users))
-                rows = newest_per_article(totals)
-                await self._write_with_retry(self.store.write, rows, "total")
-                written_ms = time.time_ns() // 1_000_000
-                for row in rows:
-                    if row.at_ms:
-                        metrics.count_age.observe(age_s(row.at_ms, written_ms))
-                await self._write_with_retry(self.store.write_user_totals, newest_per_user(users), "user")
+                if kind == "total":
+                    await self._write_totals(self._decode_totals(batches))
+                else:
+                    await self._write_with_retry(self.store.write_user_totals,
+                                                 newest_per_user(self._decode_users(batches)), "user")
                 try:
                     await consumer.commit()
                 except CommitFailedError as error:
@@ -123,30 +146,51 @@ class Projector:
                     log.warning("offsets not committed, the group rebalanced meanwhile: %s", error)
                     metrics.commits_lost.inc()
                     continue
-                metrics.last_commit.set(time.time())
-                self.written += len(rows)
-                await _measure_lag(consumer)
+                metrics.last_commit.labels(kind).set(time.time())
+                await _measure_lag(consumer, kind)
         finally:
             await consumer.stop()
 
-    def _decode(self, batches) -> tuple[list[CountChanged], list[UserTotal]]:
+    async def _write_totals(self, totals: list[CountChanged]) -> None:
+        rows = newest_per_article(totals)
+        await self._write_with_retry(self.store.write, rows, "total")
+        written_ms = time.time_ns() // 1_000_000
+        for row in rows:
+            if row.at_ms:
+                metrics.count_age.observe(age_s(row.at_ms, written_ms))
+        self.written += len(rows)
+
+    def _decode_totals(self, batches) -> list[CountChanged]:
         totals: list[CountChanged] = []
+        for records in batches.values():
+            for record in records:
+                try:
+                    record_on_fan_out = decode_fan_out(record.value)
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    _skip(record)
+                    continue
+                # Counting statuses ride the same topic for the gateways; the store keeps totals.
+                if isinstance(record_on_fan_out, CountChanged):
+                    totals.append(record_on_fan_out)
+        metrics.records.labels("total").inc(len(totals))
+        return totals
+
+    def _decode_users(self, batches) -> list[UserTotal]:
         users: list[UserTotal] = []
         for tp, records in batches.items():
             changelog = self._changelog.match(tp.topic)
+            if changelog is None:  # the pattern subscribed to matches only changelogs
+                continue
+            epoch = int(changelog.group(1))
             for record in records:
+                if record.value is None:  # a tombstone: the processor dropped a key
+                    continue
                 try:
-                    if changelog is None:
-                        record_on_fan_out = decode_fan_out(record.value)
-                        # Counting statuses ride the same topic for the gateways; the store keeps totals.
-                        if isinstance(record_on_fan_out, CountChanged):
-                            totals.append(record_on_fan_out)
-                    elif record.value is not None:  # a tombstone: the processor dropped a key
-                        users.append(user_total_from_changelog(record.key, record.value, int(changelog.group(1))))
+                    users.append(user_total_from_changelog(record.key, record.value, epoch))
                 except (ValueError, KeyError, TypeError, AttributeError):
-                    log.warning("skipping malformed record at %s[%d]@%d", record.topic, record.partition, record.offset,
-                                extra={"topic": record.topic, "partition": record.partition, "offset": record.offset})
-        return totals, users
+                    _skip(record)
+        metrics.records.labels("user").inc(len(users))
+        return users
 
     async def _write_with_retry(self, write, rows, kind: str) -> None:
         if not rows:
@@ -167,16 +211,22 @@ class Projector:
                 delay = min(delay * 2, 5.0)
 
 
-async def _measure_lag(consumer: AIOKafkaConsumer) -> None:
-    """Records past the position on each owned partition (from the last fetch's high watermark)."""
+def _skip(record) -> None:
+    log.warning("skipping malformed record at %s[%d]@%d", record.topic, record.partition, record.offset,
+                extra={"topic": record.topic, "partition": record.partition, "offset": record.offset})
+
+
+async def _measure_lag(consumer: AIOKafkaConsumer, kind: str) -> None:
+    """Records past the position on each partition this kind's consumer owns (from the last
+    fetch's high watermark)."""
     owned = set()
     for tp in consumer.assignment():
         end = consumer.highwater(tp)
         if end is None:
             continue  # nothing fetched from it yet
         position = await consumer.position(tp)
-        metrics.lag.labels(tp.topic, str(tp.partition)).set(max(end - position, 0))
-        owned.add((tp.topic, str(tp.partition)))
-    for labels in list(metrics.lag._metrics):  # partitions now owned by another projector
-        if labels not in owned:
+        metrics.lag.labels(kind, tp.topic, str(tp.partition)).set(max(end - position, 0))
+        owned.add((kind, tp.topic, str(tp.partition)))
+    for labels in list(metrics.lag._metrics):  # this kind's partitions now owned by another projector
+        if labels[0] == kind and labels not in owned:
             metrics.lag.remove(*labels)
