@@ -53,7 +53,6 @@ class RebalancedConsumer(IdleConsumer):
         ]
         super().__init__()
 
-
     async def getmany(self, timeout_ms, max_records):
         await asyncio.sleep(0)  # a fetch always yields to the loop, as aiokafka's does
         if not self.batches:
