@@ -224,6 +224,7 @@ def gateway_resources(monitor: ProcMonitor, label: str, before: float, connected
     out: dict[str, Any] = {
         "pid": monitor.series[label].pid,
         "cpu_cores_during_run": _round(monitor.cpu_share(label, start, end)),
+        "cpu_kernel_cores_during_run": _round(monitor.kernel_share(label, start, end)),
         "main_thread_waiting_for_cpu_share": _round(monitor.wait_share(label, start, end)),
         "rss_mb_idle": _mb(idle.rss_kb if idle else None),
         "rss_mb_connected": _mb(full.rss_kb if full else None),

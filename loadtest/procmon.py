@@ -1,6 +1,6 @@
 """CPU, RSS and open sockets of given processes over a run, read from /proc.
 
-CPU is ``utime + stime`` from /proc/PID/stat; RSS is ``VmRSS`` from /proc/PID/status; open
+CPU is ``utime + stime`` from /proc/PID/stat (``stime``, the kernel's part, also apart); RSS is ``VmRSS`` from /proc/PID/status; open
 descriptors are counted in /proc/PID/fd (a gateway's fds are its sockets, give or take a few
 files). The whole machine's busy share comes from /proc/stat, to tell a saturated host from a
 slow process.
@@ -16,11 +16,16 @@ from typing import Any
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_split(pid: int) -> tuple[float, float]:
+    """CPU seconds in user space and in the kernel (utime, stime)."""
     with open(f"/proc/{pid}/stat") as f:
         # The command name may contain spaces and parentheses: split after the last ")".
         fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_split(pid))
 
 
 def rss_kb(pid: int) -> int:
@@ -103,6 +108,7 @@ class Sample:
     rss_kb: int
     fds: int
     wait_s: float
+    kernel_s: float = 0.0
 
 
 @dataclass
@@ -163,7 +169,8 @@ class ProcMonitor:
                 continue
             try:
                 pid = series.pid
-                series.samples.append(Sample(now, cpu_seconds(pid), rss_kb(pid), open_fds(pid), main_thread_wait_s(pid)))
+                user_s, kernel_s = cpu_split(pid)
+                series.samples.append(Sample(now, user_s + kernel_s, rss_kb(pid), open_fds(pid), main_thread_wait_s(pid), kernel_s))
             except (FileNotFoundError, ProcessLookupError):
                 series.gone = True
 
@@ -173,6 +180,17 @@ class ProcMonitor:
         if len(inside) < 2:
             return None
         return (inside[-1].cpu_s - inside[0].cpu_s) / (inside[-1].at - inside[0].at)
+
+    def kernel_share(self, label: str, start: float, end: float) -> float | None:
+        """Average cores ``label`` used in the kernel between two times (part of ``cpu_share``).
+
+        A fan-out server's kernel time is its ``write()`` calls and, on loopback, much of the
+        receiving side's TCP work; what is left is the Python that decides what to write.
+        """
+        inside = [s for s in self.series[label].samples if start <= s.at <= end]
+        if len(inside) < 2:
+            return None
+        return (inside[-1].kernel_s - inside[0].kernel_s) / (inside[-1].at - inside[0].at)
 
     def wait_share(self, label: str, start: float, end: float) -> float | None:
         """Average share of wall time the main thread of ``label`` waited for a core."""
@@ -197,7 +215,7 @@ class ProcMonitor:
         return {
             "interval_s": self.interval_s,
             "processes": {
-                label: {"pid": s.pid, "samples": [[x.at, x.cpu_s, x.rss_kb, x.fds, x.wait_s] for x in s.samples]}
+                label: {"pid": s.pid, "samples": [[x.at, x.cpu_s, x.rss_kb, x.fds, x.wait_s, x.kernel_s] for x in s.samples]}
                 for label, s in self.series.items()
             },
             "machine_busy": self.machine,

@@ -471,9 +471,27 @@ async def fanout(run: Run) -> None:
         "gateway_frames_per_core_s": g_per_core and round(g_per_core), "baseline_frames_per_core_s": b_per_core and round(b_per_core),
         "per_core_ratio": per_core_ratio,
     }
+    cost = {"baseline": _cpu_per_frame_us(base, b), "gateway": _cpu_per_frame_us(gate, g)}
+    run.result["fanout_ratio"]["cpu_us_per_frame"] = cost
     run.check("gateway/baseline delivered frames/s (medians)", ratio, "report", None)
     run.check("gateway/baseline frames per CPU-second of the server process", per_core_ratio, ">= 1.2", per_core_ratio is not None and per_core_ratio >= 1.2)
+    run.check("CPU µs per frame, user space + kernel: baseline; gateway",
+              "; ".join(f"{c['user']} + {c['kernel']}" if c else "-" for c in cost.values()), "report", None)
     _reader_checks(run, gate, strict=False)
+
+
+def _cpu_per_frame_us(phase: dict[str, Any], frames_per_s: float | None) -> dict[str, float] | None:
+    """The server's CPU per delivered frame, split into user space and the kernel's part.
+
+    Loopback writes cost the kernel alike in any server, so the user-space part is what a
+    server's own code can change, and it bounds the per-core ratio the fan-out can reach.
+    """
+    servers = phase.get("servers", {}).values()
+    cores = sum(res.get("cpu_cores_during_run") or 0.0 for res in servers)
+    kernel = sum(res.get("cpu_kernel_cores_during_run") or 0.0 for res in servers)
+    if not frames_per_s or not cores:
+        return None
+    return {"user": round((cores - kernel) / frames_per_s * 1e6, 2), "kernel": round(kernel / frames_per_s * 1e6, 2)}
 
 
 async def hot(run: Run) -> None:

@@ -10,6 +10,7 @@ per mode (embedded or distributed).
 from __future__ import annotations
 
 import argparse
+import sys
 import statistics
 from pathlib import Path
 from typing import Any
@@ -33,15 +34,24 @@ COLUMNS = (
 )
 
 
+def _read(folder: Path) -> dict[str, Any]:
+    """A run's result; {} for a run still going or one that ended before writing it (said on stderr)."""
+    try:
+        return orjson.loads((folder / "result.json").read_bytes())
+    except FileNotFoundError:
+        print(f"{folder}: no result.json (a run still going, or one that failed); left out", file=sys.stderr)
+        return {}
+
+
 def load(folder: Path) -> dict[str, Any] | None:
-    result = orjson.loads((folder / "result.json").read_bytes())
+    result = _read(folder)
     if result.get("scenario") != "hot" or "versus_reference" not in result:
         return None
     return result
 
 
 def load_fanout(folder: Path) -> dict[str, Any] | None:
-    result = orjson.loads((folder / "result.json").read_bytes())
+    result = _read(folder)
     return result if result.get("scenario") == "fanout" and "fanout_ratio" in result else None
 
 

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import orjson
 
-from loadtest.summary import fanout_table, load, load_fanout, table
+import pytest
+
+from loadtest.summary import fanout_table, load, load_fanout, main, table
 
 
 def fake_run(folder: Path, readers: int, ref_p99: float, gw_p99: float, ref_rate: float, gw_rate: float) -> Path:
@@ -57,3 +59,13 @@ def test_fan_out_runs_are_compared_per_core_with_a_median_per_mode(tmp_path: Pat
     assert lines[2] == "| `a-fanout` | embedded | 100,000, 1.000, 100,000 | 100,000, 0.800, 125,000 | 1.000 | 1.250 |"
     assert lines[-2] == "| **median of 1** | distributed | | | 0.500 | **2.000** |"
     assert lines[-1] == "| **median of 3** | embedded | | | 1.000 | **1.200** |"
+
+
+def test_a_run_without_its_result_is_left_out_and_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    done = fake_run(tmp_path / "a-hot", 5000, 200.0, 220.0, 10.0, 9.0)
+    going = tmp_path / "b-hot"
+    going.mkdir()  # a run still going: its folder is there, its result.json not yet
+    main([str(done), str(going)])
+    out, err = capsys.readouterr()
+    assert "| `a` |" in out and "`b`" not in out
+    assert f"{going}: no result.json" in err
