@@ -2,6 +2,9 @@
 well formed. (tests/integration/test_metrics.py checks the same names against live scrapes.)"""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 import processor.metrics
@@ -56,3 +59,17 @@ def test_alerts_page_for_lag_refused_acks_a_full_gateway_and_a_stopped_projector
 def test_every_dashboard_query_names_a_metric():
     empty = [title for title, expr in dashboard_exprs().items() if not metric_names(expr)]
     assert empty == []
+
+
+def test_the_readme_names_every_metric_each_service_exports():
+    """An operator reads the README's table to know what to scrape: nothing exported is left off it."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    registries = {"gateway": Metrics().registry, "processor": processor.metrics.registry,
+                  "projector": projector.metrics.registry}
+    missing = []
+    for service, registry in registries.items():
+        for family in registry.collect():
+            shown = f"{family.name}_total" if family.type == "counter" else family.name
+            if not re.search(rf"`{re.escape(shown)}[`{{]", readme):
+                missing.append(f"{service}: {shown}")
+    assert missing == []
