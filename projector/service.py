@@ -1,10 +1,11 @@
 """Consume totals and per-user counts, keep the newest of each in a batch, write, then commit.
 
-Two kinds of records reach the projector through one pattern subscription:
+Two kinds of records, each read by a loop and consumer group of its own (``Projector``):
 - the fan-out topic's numbered totals, stored as each article's row;
-- the processor's per-user changelog (one topic per epoch), stored as each reader's counted claps
-  on an article (the join answer's ``mine``). Reading Faust's changelog rather than a topic of
-  our own costs the processor nothing extra per clap: it writes that record anyway.
+- the processor's per-user changelog (one topic per epoch, found by pattern), stored as each
+  reader's counted claps on an article (the join answer's ``mine``). Reading Faust's changelog
+  rather than a topic of our own costs the processor nothing extra per clap: it writes that
+  record anyway.
 
 At-least-once: offsets are committed only after Cassandra acknowledged the rows, and since every
 row is an absolute value at a log position (``USING TIMESTAMP``), writing it again after a crash
