@@ -7,7 +7,7 @@ write one count-sized frame to every server-side socket: the room's own loop
 (``RoomRegistry._write_all``: a buffer-size check, then ``transport.write``), and the same frames
 through ``os.write`` on each socket's descriptor when nothing is queued, the rest of a partial
 write to the transport (a path tried in ``5f98c08`` and reverted: it saved 2-5 % of a frame's
-cost). Prints the median CPU time per frame of each; the receivers are the same process's sockets,
+cost). Prints the median CPU time per frame of each, and its user-space and kernel parts; the receivers are the same process's sockets,
 drained between passes, so both pay the same loopback delivery and only the write path differs.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import statistics
 import time
 
@@ -28,7 +29,7 @@ class _Sink(asyncio.Protocol):
         pass
 
 
-async def measure(sockets: int, passes: int) -> dict[str, float]:
+async def measure(sockets: int, passes: int) -> dict[str, dict[str, float]]:
     loop = asyncio.get_running_loop()
     accepted: list[asyncio.Transport] = []
 
@@ -60,17 +61,31 @@ async def measure(sockets: int, passes: int) -> dict[str, float]:
                 if sent < len(FRAME):
                     transport.write(FRAME[sent:])
 
-    costs: dict[str, list[float]] = {"the room's loop (transport.write)": [], "os.write on the descriptor": []}
+    paths = {"the room's loop (transport.write)": room_loop, "os.write on the descriptor": past_asyncio}
+    per_pass: dict[str, list[float]] = {name: [] for name in paths}
+    # The kernel splits a process's CPU into user and system time by clock ticks, too coarse
+    # for one pass: the split is the whole run's, the per-frame cost each pass's median.
+    user_s = dict.fromkeys(paths, 0.0)
+    kernel_s = dict.fromkeys(paths, 0.0)
     for _ in range(passes):
-        for name, write_all in zip(costs, (room_loop, past_asyncio)):
-            began = time.process_time()
+        for name, write_all in paths.items():
+            before, began = resource.getrusage(resource.RUSAGE_SELF), time.process_time()
             write_all()
-            costs[name].append((time.process_time() - began) / sockets * 1e6)
+            spent, after = time.process_time() - began, resource.getrusage(resource.RUSAGE_SELF)
+            per_pass[name].append(spent / sockets * 1e6)
+            user_s[name] += after.ru_utime - before.ru_utime
+            kernel_s[name] += after.ru_stime - before.ru_stime
             await asyncio.sleep(0.05)  # the receivers drain
     for transport in clients + accepted:
         transport.close()
     server.close()
-    return {f"{name} µs/frame (median of {passes})": round(statistics.median(v), 2) for name, v in costs.items()}
+    results = {}
+    for name in paths:
+        median = statistics.median(per_pass[name])
+        user_share = user_s[name] / ((user_s[name] + kernel_s[name]) or 1)
+        results[name] = {"us_per_frame": round(median, 2), "user_us": round(median * user_share, 2),
+                         "kernel_us": round(median * (1 - user_share), 2)}
+    return results
 
 
 def main() -> None:
@@ -78,8 +93,9 @@ def main() -> None:
     parser.add_argument("--sockets", type=int, default=2000)
     parser.add_argument("--passes", type=int, default=41)
     args = parser.parse_args()
-    for name, value in asyncio.run(measure(args.sockets, args.passes)).items():
-        print(f"{name}: {value}")
+    for name, cost in asyncio.run(measure(args.sockets, args.passes)).items():
+        print(f"{name}: {cost['us_per_frame']} µs/frame (median of {args.passes} passes): "
+              f"{cost['user_us']} in user space, {cost['kernel_us']} in the kernel")
 
 
 if __name__ == "__main__":
