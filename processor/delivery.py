@@ -187,11 +187,17 @@ class DirectDeliveryApp(faust.App):
         (name,) = topic.topics
         intake = ClapIntake(name, maxsize, consumer=lambda: self.consumer, flow_acquire=self.flow_control.acquire,
                             flow_active=self.flow_control.is_active,
-                            generation=lambda: self.consumer_generation_id, taken_from=self._processing)
+                            generation=lambda: self.consumer_generation_id, taken_from=self._processing,
+                            settled=self._settled)
         self.intakes[name] = intake  # also the strong reference flow control's weak set needs
         self.flow_control.manage_queue(cast(Any, intake))
         self.topics.add(topic)
         return intake
+
+    def _settled(self) -> bool:
+        """No rebalance in progress: Faust sets ``rebalancing`` when partitions are revoked and
+        clears it once the tables are restored and the streams resumed ("Worker ready")."""
+        return not self.rebalancing and not self.in_recovery
 
     def _processing(self, partitions: set[Any]) -> None:
         """Partitions whose messages the counting loop just took: marked as a stream marks them

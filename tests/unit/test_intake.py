@@ -169,3 +169,36 @@ async def test_each_batch_taken_names_its_partitions_once_for_the_liveness_check
     assert [m.offset for m in claps.take(3)] == [3, 4]
     assert claps.take(3) == []  # nothing taken, nothing reported
     assert reported == [{"claps-0", "claps-1"}, {"claps-2", "claps-1"}]
+
+
+async def test_nothing_is_taken_until_a_rebalance_has_restored_the_tables() -> None:
+    """Faust resumes the flow while it still reads the changelogs back: a message delivered then
+    must wait, or it is counted on an empty tally (processor/intake.py)."""
+    consumer, flow = Consumer(), Flow()
+    rebalance = {"in_progress": True}
+    claps = ClapIntake("claps", 10, consumer=lambda: consumer, flow_acquire=flow.acquire,
+                       flow_active=flow.resumed.is_set, generation=lambda: flow.generation,
+                       settled=lambda: not rebalance["in_progress"])
+    flow.generation = 2
+    delivered = await deliver(claps, range(3), generation=2)  # during the recovery's changelog reads
+    taker = asyncio.ensure_future(claps.batches(max_batch=3, within=0.01).__anext__())
+    await asyncio.sleep(0.1)
+    assert not taker.done() and consumer._unacked_messages == set()  # not taken, not tracked
+    rebalance["in_progress"] = False  # "Worker ready": the tables hold their state
+    assert await asyncio.wait_for(taker, 1.0) == delivered
+
+
+async def test_a_taker_waiting_through_a_second_rebalance_gets_only_its_deliveries() -> None:
+    consumer, flow = Consumer(), Flow()
+    rebalance = {"in_progress": True}
+    claps = ClapIntake("claps", 10, consumer=lambda: consumer, flow_acquire=flow.acquire,
+                       flow_active=flow.resumed.is_set, generation=lambda: flow.generation,
+                       settled=lambda: not rebalance["in_progress"])
+    await deliver(claps, range(2), generation=1)
+    taker = asyncio.ensure_future(claps.batches(max_batch=2, within=0.01).__anext__())
+    await asyncio.sleep(0.05)
+    claps.clear()  # another rebalance: flow control empties the list, a new generation, and
+    flow.generation = 2  # its seek delivers offsets 0-1 again
+    newer = await deliver(claps, range(2), generation=2)
+    rebalance["in_progress"] = False
+    assert await asyncio.wait_for(taker, 1.0) == newer
