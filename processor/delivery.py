@@ -195,9 +195,15 @@ class DirectDeliveryApp(faust.App):
         return intake
 
     def _settled(self) -> bool:
-        """No rebalance in progress: Faust sets ``rebalancing`` when partitions are revoked and
-        clears it once the tables are restored and the streams resumed ("Worker ready")."""
-        return not self.rebalancing and not self.in_recovery
+        """The tables hold their state: Faust's recovery is not reading changelogs back.
+
+        Faust sets ``in_recovery`` when a rebalance's recovery starts (before it resumes the
+        flow) and clears it once the changelogs are read and its buffers applied. Waiting for
+        the whole rebalance instead ("Worker ready", ``rebalancing``) held claps fetched between
+        the seek to the committed offsets and the end of the rebalance until the tail-hole
+        look found them missing: a takeover took 5.1-5.7 s instead of 3.2-3.8 (paired runs of
+        ``loadtest.recovery``, docs/RELIABILITY.md)."""
+        return not self.in_recovery
 
     def _processing(self, partitions: set[Any]) -> None:
         """Partitions whose messages the counting loop just took: marked as a stream marks them

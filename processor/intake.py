@@ -28,8 +28,8 @@ reason.
   Faust's monitor as a stream would (``stream_inbound_time``). Faust's consumer checks that a
   partition it fetches for is being processed; without this, a worker that counted every clap
   logged "Stream has not started processing" at ERROR every few minutes.
-- nothing is taken while a rebalance is in progress (``settled``): Faust's recovery resumes the
-  flow *before* it has read the changelogs back into the tables (it reads them through the same
+- nothing is taken while a rebalance's recovery reads the changelogs back (``settled``): Faust
+  resumes the flow *before* it has read them into the tables (it reads them through the same
   fetch loop), so messages fetched for a newly assigned partition can reach this list while its
   tables are still empty. Counted then, a clap read an empty tally and wrote back a total without
   the claps before it, which the partition's next owner restored: acked claps lost from the
@@ -134,7 +134,7 @@ class ClapIntake:
                 await self._wait_for(max_batch, within)
             if not self.pending:
                 await self._wait_for(1, None)
-            while not self._settled():  # a rebalance: the tables may not hold their state yet
+            while not self._settled():  # a recovery: the tables may not hold their state yet
                 await asyncio.sleep(self.settle_poll_s)
             if self.pending:  # a rebalance may have cleared the list meanwhile
                 yield self.take(max_batch)

@@ -184,7 +184,7 @@ async def test_nothing_is_taken_until_a_rebalance_has_restored_the_tables() -> N
     taker = asyncio.ensure_future(claps.batches(max_batch=3, within=0.01).__anext__())
     await asyncio.sleep(0.1)
     assert not taker.done() and consumer._unacked_messages == set()  # not taken, not tracked
-    rebalance["in_progress"] = False  # "Worker ready": the tables hold their state
+    rebalance["in_progress"] = False  # the recovery has read the changelogs back into the tables
     assert await asyncio.wait_for(taker, 1.0) == delivered
 
 
