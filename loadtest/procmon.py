@@ -1,8 +1,8 @@
 """CPU, RSS and open sockets of given processes over a run, read from /proc.
 
-CPU is ``utime + stime`` from /proc/PID/stat (``stime``, the kernel's part, also apart); RSS is ``VmRSS`` from /proc/PID/status; open
-descriptors are counted in /proc/PID/fd (a gateway's fds are its sockets, give or take a few
-files). The whole machine's busy share comes from /proc/stat, to tell a saturated host from a
+CPU is ``utime + stime`` from /proc/PID/stat, with ``stime`` (the kernel's part) also kept apart;
+RSS is ``VmRSS`` from /proc/PID/status; open descriptors are counted in /proc/PID/fd (a gateway's
+fds are its sockets, give or take a few files). The whole machine's busy share comes from /proc/stat, to tell a saturated host from a
 slow process.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -174,12 +175,16 @@ class ProcMonitor:
             except (FileNotFoundError, ProcessLookupError):
                 series.gone = True
 
-    def cpu_share(self, label: str, start: float, end: float) -> float | None:
-        """Average cores used by ``label`` between two times (1.0 = one full core)."""
+    def _rate(self, label: str, start: float, end: float, seconds: Callable[[Sample], float]) -> float | None:
+        """How fast a cumulative per-sample count of seconds grew between two times."""
         inside = [s for s in self.series[label].samples if start <= s.at <= end]
         if len(inside) < 2:
             return None
-        return (inside[-1].cpu_s - inside[0].cpu_s) / (inside[-1].at - inside[0].at)
+        return (seconds(inside[-1]) - seconds(inside[0])) / (inside[-1].at - inside[0].at)
+
+    def cpu_share(self, label: str, start: float, end: float) -> float | None:
+        """Average cores used by ``label`` between two times (1.0 = one full core)."""
+        return self._rate(label, start, end, lambda s: s.cpu_s)
 
     def kernel_share(self, label: str, start: float, end: float) -> float | None:
         """Average cores ``label`` used in the kernel between two times (part of ``cpu_share``).
@@ -187,17 +192,11 @@ class ProcMonitor:
         A fan-out server's kernel time is its ``write()`` calls and, on loopback, much of the
         receiving side's TCP work; what is left is the Python that decides what to write.
         """
-        inside = [s for s in self.series[label].samples if start <= s.at <= end]
-        if len(inside) < 2:
-            return None
-        return (inside[-1].kernel_s - inside[0].kernel_s) / (inside[-1].at - inside[0].at)
+        return self._rate(label, start, end, lambda s: s.kernel_s)
 
     def wait_share(self, label: str, start: float, end: float) -> float | None:
         """Average share of wall time the main thread of ``label`` waited for a core."""
-        inside = [s for s in self.series[label].samples if start <= s.at <= end]
-        if len(inside) < 2:
-            return None
-        return (inside[-1].wait_s - inside[0].wait_s) / (inside[-1].at - inside[0].at)
+        return self._rate(label, start, end, lambda s: s.wait_s)
 
     def rss_at(self, label: str, when: float) -> Sample | None:
         """The last sample at or before ``when``."""

@@ -10,8 +10,8 @@ per mode (embedded or distributed).
 from __future__ import annotations
 
 import argparse
-import sys
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 

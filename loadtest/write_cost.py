@@ -7,8 +7,9 @@ write one count-sized frame to every server-side socket: the room's own loop
 (``RoomRegistry._write_all``: a buffer-size check, then ``transport.write``), and the same frames
 through ``os.write`` on each socket's descriptor when nothing is queued, the rest of a partial
 write to the transport (a path tried in ``5f98c08`` and reverted: it saved 2-5 % of a frame's
-cost). Prints the median CPU time per frame of each, and its user-space and kernel parts; the receivers are the same process's sockets,
-drained between passes, so both pay the same loopback delivery and only the write path differs.
+cost). Prints the median CPU time per frame of each, and its user-space and kernel parts; the
+receivers are the same process's sockets, drained between passes, so both pay the same loopback
+delivery and only the write path differs.
 """
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ reason.
   the claps before it, which the partition's next owner restored: acked claps lost from the
   count (found by the backlog-rebalance test under a loaded CI run: 7 articles short by 300-420
   claps each, all on the two partitions a worker had been counting during its recovery). Taken
-  after the rebalance, they are counted on the restored tables; one fetched before yet another
+  after the recovery, they are counted on the restored tables; one fetched before yet another
   rebalance is left out by its generation, as above.
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ Message = Any  # faust.types.Message; kept loose so that this module's tests nee
 class ClapIntake:
     """A bounded list of fetched messages of one topic, taken in batches by one loop."""
 
-    #: How often a taker waiting for a rebalance to end looks again.
+    #: How often a taker waiting for a recovery to end looks again (Faust signals no event for it).
     settle_poll_s = 0.02
 
     def __init__(self, topic: str, maxsize: int, *, consumer: Callable[[], Any], flow_acquire: Callable[[], Awaitable[None]],

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
-
 import pytest
 
 from loadtest.summary import fanout_table, load, load_fanout, main, table
