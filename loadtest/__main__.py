@@ -14,7 +14,9 @@ from loadtest.scenarios import Options, execute
 
 # Small sizes by default so that a smoke run of any scenario takes well under a minute.
 SCENARIO_DEFAULTS: dict[str, dict[str, object]] = {
-    "fanout": {"readers": 1000, "duration_s": 10.0, "clap_rate": 800.0},
+    # Fan-out's clappers only have to give the room a new total per window; the bare broadcast
+    # takes no claps at all, so a heavier intake would be billed to the gateway's fan-out.
+    "fanout": {"readers": 1000, "duration_s": 10.0, "clap_rate": 100.0},
     "hot": {"readers": 1000, "duration_s": 10.0, "clap_rate": 1000.0},
     "platform": {"readers": 2000, "duration_s": 5.0, "clap_rate": 100.0, "articles": 200, "hot_share": 0.1,
                  "articles_per_session": 5, "hold_s": 5.0},

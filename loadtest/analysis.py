@@ -215,6 +215,12 @@ def check_totals(ledger: Ledger, finals: dict[str, int], initial: dict[str, int]
             "mismatched": outside, "examples": examples}
 
 
+def server_cores(phase: dict[str, Any], kind: str = "cpu_cores_during_run") -> float:
+    """A phase's server processes' CPU in cores, added up: all of it, or with
+    ``kind="cpu_kernel_cores_during_run"`` the kernel's part (as ``gateway_resources`` stores them)."""
+    return sum(res.get(kind) or 0.0 for res in phase.get("servers", {}).values())
+
+
 def gateway_resources(monitor: ProcMonitor, label: str, before: float, connected: float,
                       start: float, end: float) -> dict[str, Any]:
     """CPU during the measured window; RSS growth per connection from idle to all connected."""

@@ -5,7 +5,7 @@ the reference's and the gateway's per-clap latency and updates/s per reader, the
 ratios, the machine's load, and per number of readers the median of each column; runs without a
 reference phase are left out. For fan-out (``<stamp>-fanout``): per run, the frames/s each server
 delivered, the CPU it spent, frames per CPU-second and the gateway/baseline ratios, with medians
-per mode (embedded or distributed).
+per mode (embedded or distributed, and the taps/s the gateway took beside its fan-out).
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from loadtest.analysis import server_cores
 
 COLUMNS = (
     ("reference per-clap p50 / p99 ms",
@@ -63,12 +65,18 @@ def _mode(result: dict[str, Any]) -> str:
     return "embedded" if options.get("start_embedded") else "given"
 
 
+def _fanout_mode(result: dict[str, Any]) -> str:
+    """The gateway and the claps it took beside its fan-out: runs differing in either are not pooled."""
+    taps = result["options"].get("clap_rate")
+    return _mode(result) if taps is None else f"{_mode(result)}, {taps:,.0f} taps/s"
+
+
 def fanout_row(result: dict[str, Any]) -> dict[str, Any]:
     """One fan-out run's figures; per core = delivered frames/s over the server's CPU cores."""
-    row: dict[str, Any] = {"mode": _mode(result)}
+    row: dict[str, Any] = {"mode": _fanout_mode(result)}
     for phase in ("baseline", "gateway"):
         frames = result["phases"][phase]["readers"]["frames_per_second"]["median_per_s"]
-        cores = sum(s.get("cpu_cores_during_run") or 0.0 for s in result["phases"][phase]["servers"].values())
+        cores = server_cores(result["phases"][phase])
         row[phase] = (frames, cores, frames / cores if frames and cores else None)
     (g, _, g_core), (b, _, b_core) = row["gateway"], row["baseline"]
     row["ratio"] = g / b if g and b else None

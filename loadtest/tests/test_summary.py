@@ -38,11 +38,14 @@ def test_one_row_per_run_and_the_median_per_size(tmp_path: Path) -> None:
     assert lines[-1].startswith("| **median of 3** | embedded | 5,000 |  | 100 / 200 | 130 / 260 | **1.30** |  | 10.00 (9.50) | 9.50 (9.00) | **0.95** |")
 
 
-def fanout_run(folder: Path, distributed: bool, baseline: tuple[float, float], gateway: tuple[float, float]) -> Path:
+def fanout_run(folder: Path, distributed: bool, baseline: tuple[float, float], gateway: tuple[float, float],
+               taps: float | None = None) -> Path:
     folder.mkdir()
     phase = lambda frames, cores: {"readers": {"frames_per_second": {"median_per_s": frames}},  # noqa: E731
                                    "servers": {"s": {"cpu_cores_during_run": cores}}}
-    result = {"scenario": "fanout", "options": {"start_distributed": 1 if distributed else 0, "start_embedded": 0 if distributed else 1},
+    options = {"start_distributed": 1 if distributed else 0, "start_embedded": 0 if distributed else 1,
+               **({} if taps is None else {"clap_rate": taps})}
+    result = {"scenario": "fanout", "options": options,
               "phases": {"baseline": phase(*baseline), "gateway": phase(*gateway)}, "fanout_ratio": {}}
     (folder / "result.json").write_bytes(orjson.dumps(result))
     return folder
@@ -68,3 +71,13 @@ def test_a_run_without_its_result_is_left_out_and_named(tmp_path: Path, capsys: 
     out, err = capsys.readouterr()
     assert "| `a` |" in out and "`b`" not in out
     assert f"{going}: no result.json" in err
+
+
+def test_fan_out_runs_that_took_different_clap_rates_get_medians_of_their_own(tmp_path: Path) -> None:
+    runs = [fanout_run(tmp_path / "a-fanout", True, (100_000, 1.0), (100_000, 0.8), taps=100),  # 1.25
+            fanout_run(tmp_path / "b-fanout", True, (100_000, 1.0), (100_000, 0.9), taps=800),  # 1.111
+            fanout_run(tmp_path / "c-fanout", True, (100_000, 1.0), (100_000, 0.5), taps=100)]  # 2.0
+    lines = fanout_table([(f.name, load_fanout(f)) for f in runs]).splitlines()  # type: ignore[misc]
+    assert lines[2].startswith("| `a-fanout` | distributed, 100 taps/s |")
+    assert lines[-2] == "| **median of 2** | distributed, 100 taps/s | | | 1.000 | **1.625** |"
+    assert lines[-1] == "| **median of 1** | distributed, 800 taps/s | | | 1.000 | **1.111** |"
