@@ -66,9 +66,17 @@ def _mode(result: dict[str, Any]) -> str:
 
 
 def _fanout_mode(result: dict[str, Any]) -> str:
-    """The gateway and the claps it took beside its fan-out: runs differing in either are not pooled."""
-    taps = result["options"].get("clap_rate")
-    return _mode(result) if taps is None else f"{_mode(result)}, {taps:,.0f} taps/s"
+    """The gateway, the claps it took beside its fan-out, and a window or baseline tick other than
+    the scenario's own: runs differing in any of them are not pooled."""
+    options = result["options"]
+    parts = [_mode(result)]
+    if options.get("clap_rate") is not None:
+        parts.append(f"{options['clap_rate']:,.0f} taps/s")
+    if options.get("window_ms") is not None:
+        parts.append(f"window {options['window_ms']:g} ms")
+    if options.get("baseline_interval_ms") not in (None, 5.0):
+        parts.append(f"baseline tick {options['baseline_interval_ms']:g} ms")
+    return ", ".join(parts)
 
 
 def fanout_row(result: dict[str, Any]) -> dict[str, Any]:

@@ -39,12 +39,12 @@ def test_one_row_per_run_and_the_median_per_size(tmp_path: Path) -> None:
 
 
 def fanout_run(folder: Path, distributed: bool, baseline: tuple[float, float], gateway: tuple[float, float],
-               taps: float | None = None) -> Path:
+               taps: float | None = None, **more: float) -> Path:
     folder.mkdir()
     phase = lambda frames, cores: {"readers": {"frames_per_second": {"median_per_s": frames}},  # noqa: E731
                                    "servers": {"s": {"cpu_cores_during_run": cores}}}
     options = {"start_distributed": 1 if distributed else 0, "start_embedded": 0 if distributed else 1,
-               **({} if taps is None else {"clap_rate": taps})}
+               **({} if taps is None else {"clap_rate": taps}), **more}
     result = {"scenario": "fanout", "options": options,
               "phases": {"baseline": phase(*baseline), "gateway": phase(*gateway)}, "fanout_ratio": {}}
     (folder / "result.json").write_bytes(orjson.dumps(result))
@@ -73,11 +73,15 @@ def test_a_run_without_its_result_is_left_out_and_named(tmp_path: Path, capsys: 
     assert f"{going}: no result.json" in err
 
 
-def test_fan_out_runs_that_took_different_clap_rates_get_medians_of_their_own(tmp_path: Path) -> None:
+def test_fan_out_runs_that_took_different_clap_rates_or_ticks_get_medians_of_their_own(tmp_path: Path) -> None:
     runs = [fanout_run(tmp_path / "a-fanout", True, (100_000, 1.0), (100_000, 0.8), taps=100),  # 1.25
             fanout_run(tmp_path / "b-fanout", True, (100_000, 1.0), (100_000, 0.9), taps=800),  # 1.111
-            fanout_run(tmp_path / "c-fanout", True, (100_000, 1.0), (100_000, 0.5), taps=100)]  # 2.0
+            fanout_run(tmp_path / "c-fanout", True, (100_000, 1.0), (100_000, 0.5), taps=100,  # 2.0
+                       baseline_interval_ms=5.0),
+            fanout_run(tmp_path / "d-fanout", True, (100_000, 1.0), (100_000, 0.4), taps=100,  # 2.5
+                       window_ms=100, baseline_interval_ms=100.0)]
     lines = fanout_table([(f.name, load_fanout(f)) for f in runs]).splitlines()  # type: ignore[misc]
     assert lines[2].startswith("| `a-fanout` | distributed, 100 taps/s |")
-    assert lines[-2] == "| **median of 2** | distributed, 100 taps/s | | | 1.000 | **1.625** |"
+    assert lines[-3] == "| **median of 2** | distributed, 100 taps/s | | | 1.000 | **1.625** |"
+    assert lines[-2] == "| **median of 1** | distributed, 100 taps/s, window 100 ms, baseline tick 100 ms | | | 1.000 | **2.500** |"
     assert lines[-1] == "| **median of 1** | distributed, 800 taps/s | | | 1.000 | **1.111** |"
