@@ -63,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pid of each --gateway, in the same order, for CPU/RSS sampling")
     s.add_argument("--gateway-env", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                    help="extra environment for --start-embedded gateways, e.g. CLAPS_PER_SECOND=100")
-    s.add_argument("--window-ms", type=int, help="CLAP_WINDOW_MS for started gateways (fanout default 5)")
-    s.add_argument("--baseline-interval-ms", type=float, help="fanout: baseline broadcast tick (default 5)")
+    s.add_argument("--window-ms", type=int, help="CLAP_WINDOW_MS for started gateways (default: theirs, 100)")
+    s.add_argument("--baseline-interval-ms", type=float,
+                   help="fanout: baseline broadcast tick (default: the gateway's window, so both get the same totals)")
     c = common.add_argument_group("clients")
     c.add_argument("--reader-procs", type=int, help="reader processes (default: 2, or one per 8,000 readers)")
     c.add_argument("--clapper-procs", type=int, help="clapper processes (default 1)")

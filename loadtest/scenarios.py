@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.config import GatewayConfig
 from loadtest import analysis
 from loadtest.articles import ArticleMix, run_prefix
 from loadtest.calibrate import calibrate
@@ -56,7 +57,7 @@ class Options:
     start_distributed: int = 0  # how many distributed gateways to start against `make up` services
     gateway_env: dict[str, str] = field(default_factory=dict)
     window_ms: int | None = None
-    baseline_interval_ms: float = 5.0
+    baseline_interval_ms: float | None = None  # fanout: the baseline's tick; None: the gateway's window
     reader_procs: int | None = None
     clapper_procs: int = 1
     source_ips: int = DEFAULT_SOURCE_IPS
@@ -235,12 +236,12 @@ class Run:
 
     # -- drivers -------------------------------------------------------------------------------
 
-    def baseline_driver(self, server: ManagedProcess) -> Driver:
+    def baseline_driver(self, server: ManagedProcess, tick_ms: float) -> Driver:
         o = self.options
 
         async def drive(fleet: ReaderFleet) -> dict[str, Any]:
             await request_json("POST", f"{server.base_url}/broadcast?seconds={o.duration_s}"
-                                       f"&interval_ms={o.baseline_interval_ms}")
+                                       f"&interval_ms={tick_ms}")
             start, end, _ = await self._mark_window(fleet, time.time(), o.duration_s)
             await asyncio.sleep(2.0)  # frames still in socket buffers are delivered, not lost
             stats = await request_json("GET", f"{server.base_url}/stats")
@@ -440,6 +441,10 @@ async def fanout(run: Run) -> None:
     """10,000 readers of one article: delivered frames/s from the gateway vs a bare broadcast."""
     o = run.options
     mix = ArticleMix(run.prefix, 1, 1.0)
+    # Both servers are offered the same totals: the gateway one per window (the product's
+    # 100 ms; under `make up` the processor's, of the same default), the baseline one per tick.
+    window = o.window_ms if o.window_ms is not None else GatewayConfig.window_ms
+    tick = o.baseline_interval_ms if o.baseline_interval_ms is not None else float(window)
     say("calibrating: raw socket.send of one frame to each of 2,000 loopback sockets")
     run.result["calibration"] = await asyncio.to_thread(calibrate, min(2000, o.readers))
     say(f"calibration: {run.result['calibration']}")
@@ -448,11 +453,11 @@ async def fanout(run: Run) -> None:
     run.monitor.watch("baseline", baseline.pid)
     try:
         base = await run.reader_phase("baseline", run.reader_plan([Target(
-            "127.0.0.1", int(baseline.base_url.rsplit(":", 1)[1]), "/")], mix), ["baseline"], run.baseline_driver(baseline))
+            "127.0.0.1", int(baseline.base_url.rsplit(":", 1)[1]), "/")], mix), ["baseline"], run.baseline_driver(baseline, tick))
     finally:
         await baseline.stop()
         run.managed.remove(baseline)
-    env = {"CLAP_WINDOW_MS": str(o.window_ms if o.window_ms is not None else 5), **o.gateway_env}
+    env = {"CLAP_WINDOW_MS": str(window), **o.gateway_env}
     if o.start_distributed and o.window_ms is None:
         env.pop("CLAP_WINDOW_MS")  # the processor's window (CLAP_WINDOW_MS of `make up`, 100 ms) applies
     gate = await _clapped_gateway_phase(run, mix, env)
@@ -469,6 +474,7 @@ async def fanout(run: Run) -> None:
         "gateway_frames_per_s_median": g, "baseline_frames_per_s_median": b, "ratio": ratio,
         "gateway_frames_per_core_s": g_per_core and round(g_per_core), "baseline_frames_per_core_s": b_per_core and round(b_per_core),
         "per_core_ratio": per_core_ratio, "gateway_taps_per_s": o.clap_rate,
+        "gateway_window_ms": window, "baseline_tick_ms": tick,
     }
     cost = {"baseline": _cpu_per_frame_us(base, b), "gateway": _cpu_per_frame_us(gate, g)}
     run.result["fanout_ratio"]["cpu_us_per_frame"] = cost
@@ -483,8 +489,8 @@ async def fanout(run: Run) -> None:
 def _cpu_per_frame_us(phase: dict[str, Any], frames_per_s: float | None) -> dict[str, float] | None:
     """The server's CPU per delivered frame, split into user space and the kernel's part.
 
-    Loopback writes cost the kernel alike in any server, so the user-space part is what a
-    server's own code can change, and it bounds the per-core ratio the fan-out can reach.
+    On loopback the kernel's part is most of a frame's cost in any server; the user-space part
+    is what a server's own code changes directly.
     """
     cores, kernel = analysis.server_cores(phase), analysis.server_cores(phase, "cpu_kernel_cores_during_run")
     if not frames_per_s or not cores:

@@ -66,16 +66,20 @@ def _mode(result: dict[str, Any]) -> str:
 
 
 def _fanout_mode(result: dict[str, Any]) -> str:
-    """The gateway, the claps it took beside its fan-out, and a window or baseline tick other than
-    the scenario's own: runs differing in any of them are not pooled."""
-    options = result["options"]
+    """The gateway, the claps it took beside its fan-out, its window and the baseline's tick: runs
+    differing in any of them are not pooled. Runs from before the tool recorded the window and the
+    tick it used give what their options said (a tick of 5 ms was the default then)."""
+    options, fanout = result["options"], result.get("fanout_ratio", {})
+    taps = fanout.get("gateway_taps_per_s", options.get("clap_rate"))
+    window = fanout.get("gateway_window_ms", options.get("window_ms"))
+    tick = fanout.get("baseline_tick_ms", options.get("baseline_interval_ms"))
     parts = [_mode(result)]
-    if options.get("clap_rate") is not None:
-        parts.append(f"{options['clap_rate']:,.0f} taps/s")
-    if options.get("window_ms") is not None:
-        parts.append(f"window {options['window_ms']:g} ms")
-    if options.get("baseline_interval_ms") not in (None, 5.0):
-        parts.append(f"baseline tick {options['baseline_interval_ms']:g} ms")
+    if taps is not None:
+        parts.append(f"{taps:,.0f} taps/s")
+    if window is not None:
+        parts.append(f"window {window:g} ms")
+    if tick is not None:
+        parts.append(f"baseline tick {tick:g} ms")
     return ", ".join(parts)
 
 

@@ -74,14 +74,18 @@ def test_a_run_without_its_result_is_left_out_and_named(tmp_path: Path, capsys: 
 
 
 def test_fan_out_runs_that_took_different_clap_rates_or_ticks_get_medians_of_their_own(tmp_path: Path) -> None:
-    runs = [fanout_run(tmp_path / "a-fanout", True, (100_000, 1.0), (100_000, 0.8), taps=100),  # 1.25
-            fanout_run(tmp_path / "b-fanout", True, (100_000, 1.0), (100_000, 0.9), taps=800),  # 1.111
-            fanout_run(tmp_path / "c-fanout", True, (100_000, 1.0), (100_000, 0.5), taps=100,  # 2.0
-                       baseline_interval_ms=5.0),
+    old = {"baseline_interval_ms": 5.0}  # a run from before the tool recorded its window and tick
+    runs = [fanout_run(tmp_path / "a-fanout", True, (100_000, 1.0), (100_000, 0.8), taps=100, **old),  # 1.25
+            fanout_run(tmp_path / "b-fanout", True, (100_000, 1.0), (100_000, 0.9), taps=800, **old),  # 1.111
+            fanout_run(tmp_path / "c-fanout", True, (100_000, 1.0), (100_000, 0.5), taps=100, **old),  # 2.0
             fanout_run(tmp_path / "d-fanout", True, (100_000, 1.0), (100_000, 0.4), taps=100,  # 2.5
                        window_ms=100, baseline_interval_ms=100.0)]
-    lines = fanout_table([(f.name, load_fanout(f)) for f in runs]).splitlines()  # type: ignore[misc]
-    assert lines[2].startswith("| `a-fanout` | distributed, 100 taps/s |")
-    assert lines[-3] == "| **median of 2** | distributed, 100 taps/s | | | 1.000 | **1.625** |"
-    assert lines[-2] == "| **median of 1** | distributed, 100 taps/s, window 100 ms, baseline tick 100 ms | | | 1.000 | **2.500** |"
-    assert lines[-1] == "| **median of 1** | distributed, 800 taps/s | | | 1.000 | **1.111** |"
+    recorded = fanout_run(tmp_path / "e-fanout", True, (100_000, 1.0), (100_000, 0.5))  # 2.0, as the tool now records
+    result = orjson.loads((recorded / "result.json").read_bytes())
+    result["fanout_ratio"] = {"gateway_taps_per_s": 100.0, "gateway_window_ms": 100, "baseline_tick_ms": 100.0}
+    (recorded / "result.json").write_bytes(orjson.dumps(result))
+    lines = fanout_table([(f.name, load_fanout(f)) for f in [*runs, recorded]]).splitlines()  # type: ignore[misc]
+    assert lines[2].startswith("| `a-fanout` | distributed, 100 taps/s, baseline tick 5 ms |")
+    assert lines[-3] == "| **median of 2** | distributed, 100 taps/s, baseline tick 5 ms | | | 1.000 | **1.625** |"
+    assert lines[-2] == "| **median of 2** | distributed, 100 taps/s, window 100 ms, baseline tick 100 ms | | | 1.000 | **2.250** |"
+    assert lines[-1] == "| **median of 1** | distributed, 800 taps/s, baseline tick 5 ms | | | 1.000 | **1.111** |"
