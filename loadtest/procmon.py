@@ -2,16 +2,16 @@
 
 CPU is ``utime + stime`` from /proc/PID/stat, with ``stime`` (the kernel's part) also kept apart;
 RSS is ``VmRSS`` from /proc/PID/status; open descriptors are counted in /proc/PID/fd (a gateway's
-fds are its sockets, give or take a few files). The whole machine's busy share comes from /proc/stat, to tell a saturated host from a
-slow process.
+fds are its sockets, give or take a few files). The whole machine's busy share comes from
+/proc/stat, to tell a saturated host from a slow process.
 """
 from __future__ import annotations
 
 import asyncio
 import os
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
